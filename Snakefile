@@ -1,0 +1,35 @@
+# tbdencoder: features -> fit -> evaluate for every subject x hemisphere x model.
+# Scientific parameters: params.yaml. Runtime settings: workflow/profiles/.
+from snakemake.utils import min_version
+
+from tbdencoder.config import validate_params
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate_params(config, source="params.yaml (+ --config overrides)")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/fmri.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/metrics.json",
+        expand("results/figures/{subject}_roi_scores.png", subject=SUBJECTS),
+        expand(
+            "results/submission/{subject}/{hemi}_pred_test.npy",
+            subject=SUBJECTS,
+            hemi=HEMISPHERES,
+        ),

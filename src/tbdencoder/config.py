@@ -1,0 +1,79 @@
+"""Loading and validating params.yaml (the same schema the Snakefile validates with)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
+
+
+class ParamsError(ValueError):
+    """params.yaml does not match the schema or refers to something undefined."""
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Check `params` against the schema and cross-references; return it unchanged.
+
+    Errors name the source file, the offending key path and what was expected.
+    """
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{source}: key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines))
+    _check_references(params, source)
+    return params
+
+
+def _check_references(params: dict[str, Any], source: str) -> None:
+    backbones = params["features"]["backbones"]
+    for name, spec in backbones.items():
+        if spec["random_init"] == (spec["pretrained"] is not None):
+            raise ParamsError(
+                f"{source}: key 'features.backbones.{name}': set exactly one of 'pretrained' "
+                f"(an open_clip tag or checkpoint path) and 'random_init: true'"
+            )
+    for name, spec in params["models"].items():
+        backbone = backbones.get(spec["backbone"])
+        if backbone is None:
+            raise ParamsError(
+                f"{source}: key 'models.{name}.backbone': '{spec['backbone']}' is not one of "
+                f"features.backbones {sorted(backbones)}"
+            )
+        missing = sorted(set(spec["layers"]) - set(backbone["layers"]))
+        if missing:
+            raise ParamsError(
+                f"{source}: key 'models.{name}.layers': layers {missing} are not extracted by "
+                f"backbone '{spec['backbone']}' (features.backbones.{spec['backbone']}.layers)"
+            )
+    if params["evaluation"]["submission_model"] not in params["models"]:
+        raise ParamsError(
+            f"{source}: key 'evaluation.submission_model': '{params['evaluation']['submission_model']}' "
+            f"is not one of models {sorted(params['models'])}"
+        )
+    sim = params.get("simulate", {}).get("fmri")
+    if sim and sim["enabled"] and len(sim["n_vertices"]) != len(params["fmri"]["subjects"]):
+        raise ParamsError(
+            f"{source}: key 'simulate.fmri.n_vertices': expected one entry per subject "
+            f"({len(params['fmri']['subjects'])}), got {len(sim['n_vertices'])}"
+        )
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read and validate a params.yaml."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of parameters at the top level")
+    return validate_params(params, source=str(path))

@@ -1,0 +1,1 @@
+"""Dataset formats: readers for the real layouts and the files between stages."""

@@ -1,0 +1,1 @@
+"""Scoring predictions against held-out responses and the noise ceiling."""

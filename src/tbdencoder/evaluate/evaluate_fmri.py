@@ -1,0 +1,142 @@
+"""Step `evaluate`: score one subject's fits, write its metrics, bar chart and submission files.
+
+metrics json: {subject, eval_split, random_init_features, models: {model: {lh|rh|all: {n_vertices, mean_r,
+median_r, challenge_score (mean over vertices, null without a noise ceiling), noise_ceiling_mean,
+roi: {class: {roi: {n_vertices, median_r, median_score}}}}}}}.
+tsv: one row per subject x model x hemisphere x ROI (roi_class/roi 'all' for every vertex).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from tbdencoder.data.responses import Responses, read_noise_ceiling, read_rois, read_targets
+from tbdencoder.evaluate.metrics import challenge_score, pearson_r, roi_medians
+from tbdencoder.evaluate.plots import plot_roi_bars
+from tbdencoder.io import atomic_path, atomic_save_npy, atomic_write_text, get_logger
+
+log = get_logger("evaluate")
+
+
+def _summary(r: np.ndarray, score: np.ndarray | None, noise_ceiling: np.ndarray | None) -> dict:
+    finite = score is not None and np.isfinite(score).any()
+    return {
+        "n_vertices": int(r.size),
+        "mean_r": float(r.mean()),
+        "median_r": float(np.median(r)),
+        "challenge_score": float(np.nanmean(score)) if finite else None,
+        "noise_ceiling_mean": float(noise_ceiling.mean()) if noise_ceiling is not None else None,
+    }
+
+
+def score_fit(responses_path: str | Path, fit_path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray | None]:
+    """(model, hemisphere, r per vertex, challenge score per vertex or None) of one fits file."""
+    with h5py.File(fit_path, "r") as h5:
+        model, hemi = h5.attrs["model"], h5.attrs["hemisphere"]
+        prediction = h5["test_prediction"][:]
+    target = read_targets(responses_path, hemi, "test")
+    r = pearson_r(prediction, target)
+    noise_ceiling = read_noise_ceiling(responses_path, hemi)
+    return model, hemi, r, None if noise_ceiling is None else challenge_score(r, noise_ceiling)
+
+
+def evaluate_subject(
+    responses_path: str | Path,
+    fit_paths: list[str | Path],
+    metrics_out: str | Path,
+    table_out: str | Path,
+    figure_out: str | Path,
+    submission_dir: str | Path,
+    submission_model: str,
+    figure_roi_classes: list[str],
+) -> None:
+    responses = Responses.read(responses_path)
+    metrics = {"subject": responses.subject, "eval_split": responses.eval_split, "models": {}}
+    rows, random_init = [], False
+    per_vertex: dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
+    for fit_path in fit_paths:
+        model, hemi, r, score = score_fit(responses_path, fit_path)
+        with h5py.File(fit_path, "r") as h5:
+            random_init |= bool(h5.attrs["random_init_features"])
+        per_vertex.setdefault(model, {})[hemi] = (r, score)
+    for model, hemis in per_vertex.items():
+        entry = metrics["models"][model] = {}
+        for hemi, (r, score) in hemis.items():
+            noise_ceiling = read_noise_ceiling(responses_path, hemi)
+            entry[hemi] = _summary(r, score, noise_ceiling)
+            rows.append(dict(model=model, hemisphere=hemi, roi_class="all", roi="all", **_row(r, score)))
+            entry[hemi]["roi"] = {}
+            for roi_class, (labels, names) in read_rois(responses_path, hemi).items():
+                r_medians = roi_medians(r, labels, names)
+                s_medians = roi_medians(score, labels, names) if score is not None else {}
+                entry[hemi]["roi"][roi_class] = {
+                    roi: {"n_vertices": n, "median_r": med, "median_score": s_medians.get(roi, (0, None))[1]}
+                    for roi, (n, med) in r_medians.items()
+                }
+                for roi in r_medians:
+                    mask = labels == next(k for k, v in names.items() if v == roi)
+                    rows.append(dict(model=model, hemisphere=hemi, roi_class=roi_class, roi=roi,
+                                     **_row(r[mask], None if score is None else score[mask])))
+        all_r = np.concatenate([r for r, _ in hemis.values()])
+        scores = [s for _, s in hemis.values()]
+        all_score = None if any(s is None for s in scores) else np.concatenate(scores)
+        entry["all"] = _summary(all_r, all_score, None)
+        log.info("%s %s: mean r %.3f, challenge score %s", responses.subject, model, entry["all"]["mean_r"],
+                 "n/a" if entry["all"]["challenge_score"] is None else f"{entry['all']['challenge_score']:.1f}")
+    metrics["random_init_features"] = random_init
+
+    table = pd.DataFrame(rows)
+    table.insert(0, "subject", responses.subject)
+    with atomic_path(table_out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.5f")
+    plot_roi_bars(metrics, figure_roi_classes, figure_out)
+    write_submission(fit_paths, submission_model, submission_dir)
+    atomic_write_text(metrics_out, json.dumps(metrics, indent=2))
+
+
+def _row(r: np.ndarray, score: np.ndarray | None) -> dict:
+    has_score = score is not None and np.isfinite(score).any()
+    return {
+        "n_vertices": int(r.size),
+        "mean_r": float(r.mean()),
+        "median_r": float(np.median(r)),
+        "mean_score": float(np.nanmean(score)) if has_score else np.nan,
+        "median_score": float(np.nanmedian(score)) if has_score else np.nan,
+    }
+
+
+def write_submission(fit_paths: list[str | Path], model: str, submission_dir: str | Path) -> None:
+    """Challenge submission files <dir>/{lh,rh}_pred_test.npy (float32, one row per test image) from `model`."""
+    written = 0
+    for fit_path in fit_paths:
+        with h5py.File(fit_path, "r") as h5:
+            if h5.attrs["model"] != model:
+                continue
+            atomic_save_npy(Path(submission_dir) / f"{h5.attrs['hemisphere']}_pred_test.npy",
+                            h5["submission_prediction"][:].astype(np.float32))
+            written += 1
+    if not written:
+        raise ValueError(f"submission model {model!r} is not among the fits {[str(p) for p in fit_paths]}")
+
+
+def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path) -> None:
+    """results/metrics.json: every subject's metrics plus, per model, the mean over subjects."""
+    subjects = {}
+    for path in subject_metrics:
+        data = json.loads(Path(path).read_text())
+        subjects[data["subject"]] = data
+    summary = {}
+    for model in sorted({m for s in subjects.values() for m in s["models"]}):
+        alls = [s["models"][model]["all"] for s in subjects.values() if model in s["models"]]
+        scores = [a["challenge_score"] for a in alls]
+        summary[model] = {
+            "mean_r": float(np.mean([a["mean_r"] for a in alls])),
+            "challenge_score": None if None in scores else float(np.mean(scores)),
+            "n_subjects": len(alls),
+        }
+    atomic_write_text(out_path, json.dumps({"summary": summary, "subjects": subjects}, indent=2))

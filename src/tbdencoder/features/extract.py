@@ -1,0 +1,298 @@
+"""Layer-wise ViT features of a stimulus set, cached by content and resumable after a kill.
+
+Output HDF5: `stimulus_id`, `content_hash` (n,) in stimuli.h5 row order; per requested block L
+`layers/blockLL/cls` (n, width) and `layers/blockLL/grid` (n, g*g*width), the patch tokens
+average-pooled to a g x g grid and flattened as (row, col, channel); provenance in attrs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import tbdencoder
+from tbdencoder.features.backbones import BackboneSpec, load_backbone, resolve_backbone
+from tbdencoder.io import atomic_path, get_logger, text_sha256
+
+log = get_logger("features.extract")
+
+FORMAT_VERSION = "features-v1"  # bump when the computation or layout changes, to invalidate caches
+TARGET_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Stimuli:
+    """The rows of a stimuli.h5 file."""
+
+    path: Path
+    ids: list[str]
+    hashes: list[str]
+    image_paths: list[str] | None  # absolute image paths, or None when the file stores `pixels`
+
+    def copies(self) -> dict[int, list[int]]:
+        """First row of each distinct content hash -> every row with that hash (first-seen order)."""
+        first: dict[str, int] = {}
+        groups: dict[int, list[int]] = {}
+        for row, content_hash in enumerate(self.hashes):
+            groups.setdefault(first.setdefault(content_hash, row), []).append(row)
+        return groups
+
+
+def read_stimuli(path: str | os.PathLike) -> Stimuli:
+    """Read ids, content hashes and image paths (resolved against the working directory)."""
+    with h5py.File(path, "r") as h5:
+        ids = list(h5["stimulus_id"].asstr()[:])
+        hashes = list(h5["content_hash"].asstr()[:])
+        if "path" in h5:
+            image_paths = [str(Path(p).resolve()) for p in h5["path"].asstr()[:]]
+        elif "pixels" in h5:
+            image_paths = None
+        else:
+            raise ValueError(f"{path}: needs a `path` or a `pixels` dataset")
+    if not ids or len(ids) != len(hashes):
+        raise ValueError(f"{path}: expected matching non-empty stimulus_id/content_hash, got {len(ids)}/{len(hashes)}")
+    return Stimuli(Path(path).resolve(), ids, hashes, image_paths)
+
+
+class StimulusDataset(Dataset):
+    """Preprocessed images of selected stimulus rows; yields (image tensor, row)."""
+
+    def __init__(self, stimuli: Stimuli, rows: list[int], transform):
+        self.stimuli = stimuli
+        self.rows = rows
+        self.transform = transform
+        self._pixels = None  # opened lazily, once per worker process
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        row = self.rows[index]
+        return self.transform(self._image(row)), row
+
+    def _image(self, row: int) -> Image.Image:
+        if self.stimuli.image_paths is not None:
+            with Image.open(self.stimuli.image_paths[row]) as image:
+                return image.convert("RGB")
+        if self._pixels is None:
+            self._pixels = h5py.File(self.stimuli.path, "r")["pixels"]
+        return Image.fromarray(self._pixels[row])
+
+
+def extract_features(
+    stimuli_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    model_name: str,
+    pretrained: str | None,
+    random_init: bool,
+    layers: list[int],
+    grid_size: int,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    cache_dir: str | os.PathLike,
+) -> Path:
+    """Write the features of `stimuli_path` to `out_path` via the cache file `cache_dir/{cache_key}.h5`.
+
+    A complete cache file is reused without touching the model; a partial one is resumed.
+    """
+    spec = resolve_backbone(model_name, pretrained, random_init)
+    layers = _check_layers(layers, spec.depth)
+    if grid_size < 1:
+        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    stimuli = read_stimuli(stimuli_path)
+    attrs = feature_attrs(spec, stimuli, layers, grid_size, seed)
+    final = Path(cache_dir) / f"{attrs['cache_key']}.h5"
+    if final.exists():
+        log.info("cache hit: %s", final)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _compute(final, stimuli, spec, attrs, layers, grid_size, batch_size, num_workers, _device(device), seed)
+    _materialise(final, out_path)
+    log.info("wrote %s", out_path)
+    return Path(out_path)
+
+
+def feature_attrs(spec: BackboneSpec, stimuli: Stimuli, layers: list[int], grid_size: int, seed: int) -> dict:
+    """The output file's attrs, including its cache key."""
+    stimuli_hash = text_sha256(*stimuli.hashes)
+    preprocess = asdict(spec.preprocess)
+    cache_key = text_sha256(
+        FORMAT_VERSION,
+        stimuli_hash,
+        text_sha256(*stimuli.ids),  # ids are stored in the output, so they key it too
+        spec.model_name,
+        spec.identity,
+        f"random_init={spec.random_init}",
+        f"seed={seed}",
+        f"layers={layers}",
+        f"grid_size={grid_size}",
+        json.dumps(preprocess, sort_keys=True),
+    )
+    return {
+        "model_name": spec.model_name,
+        "pretrained": spec.pretrained or "",
+        "random_init": spec.random_init,
+        "seed": seed,
+        "layers": np.array(layers, dtype=np.int64),
+        "grid_size": grid_size,
+        "image_size": np.array(preprocess["image_size"], dtype=np.int64),
+        "mean": np.array(preprocess["mean"]),
+        "std": np.array(preprocess["std"]),
+        "interpolation": preprocess["interpolation"],
+        "resize_mode": preprocess["resize_mode"],
+        "stimuli_hash": stimuli_hash,
+        "cache_key": cache_key,
+        "tbdencoder_version": tbdencoder.__version__,
+        "open_clip_version": open_clip.__version__,
+        "torch_version": str(torch.__version__),
+    }
+
+
+def layer_group(layer: int) -> str:
+    return f"layers/block{layer:02d}"
+
+
+def _check_layers(layers: list[int], depth: int) -> list[int]:
+    layers = sorted(set(int(layer) for layer in layers))
+    if not layers or layers[0] < 1 or layers[-1] > depth:
+        raise ValueError(f"layers must be block indices in 1..{depth}, got {layers}")
+    return layers
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, layers: list[int], grid_size: int,
+             batch_size: int, num_workers: int, device: torch.device, seed: int) -> None:
+    """Fill `{key}.partial.h5` (resuming it if present), then rename it to `final`."""
+    visual, preprocess = load_backbone(spec, seed)
+    if preprocess != spec.preprocess:
+        raise RuntimeError(f"open_clip preprocessing {preprocess} differs from the cache key's {spec.preprocess}")
+    visual.to(device, memory_format=torch.channels_last)
+    partial = final.with_name(f"{final.stem}.partial.h5")
+    with _open_partial(partial, stimuli, attrs, layers, visual.transformer.width, grid_size) as h5:
+        _fill(h5, stimuli, preprocess.transform(), visual, layers, grid_size, batch_size, num_workers, device)
+        del h5["done"]
+        shapes = {name: h5[name].shape for name in _feature_names(layers)}
+    os.replace(partial, final)
+    log.info("%d stimuli, features: %s", len(stimuli.ids), shapes)
+
+
+def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int], width: int, grid_size: int) -> h5py.File:
+    """Reopen a partial file from an interrupted run with the same cache key, else start a new one."""
+    if path.exists():
+        try:
+            h5 = h5py.File(path, "r+")
+            if h5.attrs.get("cache_key") == attrs["cache_key"] and "done" in h5:
+                return h5
+            h5.close()
+        except OSError as error:
+            log.warning("partial file %s is unreadable (%s)", path, error)
+        log.warning("discarding partial file %s", path)
+        path.unlink()
+    return _create_partial(path, stimuli, attrs, layers, width, grid_size)
+
+
+def _create_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int], width: int, grid_size: int) -> h5py.File:
+    n = len(stimuli.ids)
+    h5 = h5py.File(path, "w")
+    for name, values in (("stimulus_id", stimuli.ids), ("content_hash", stimuli.hashes)):
+        h5.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(), chunks=(min(n, 4096),))
+    for layer in layers:
+        h5.create_dataset(f"{layer_group(layer)}/cls", shape=(n, width), dtype="f4", chunks=_row_chunks(n, width))
+        cols = grid_size * grid_size * width
+        h5.create_dataset(f"{layer_group(layer)}/grid", shape=(n, cols), dtype="f4", chunks=_row_chunks(n, cols))
+    h5.create_dataset("done", shape=(n,), dtype=bool, chunks=(min(n, 4096),))
+    h5.attrs.update(attrs)  # written last: a partial file without a cache_key is discarded
+    h5.flush()
+    return h5
+
+
+def _row_chunks(n: int, cols: int) -> tuple[int, int]:
+    return max(1, min(n, TARGET_CHUNK_BYTES // (4 * cols))), cols
+
+
+def _feature_names(layers: list[int]) -> list[str]:
+    return [f"{layer_group(layer)}/{token}" for layer in layers for token in ("cls", "grid")]
+
+
+def _fill(h5: h5py.File, stimuli: Stimuli, transform, visual, layers: list[int], grid_size: int,
+          batch_size: int, num_workers: int, device: torch.device) -> None:
+    """Compute every not-yet-done distinct image once, writing each batch to all rows that share it."""
+    copies = stimuli.copies()
+    done = h5["done"][:]
+    todo = [row for row in copies if not done[row]]
+    log.info("%d stimuli, %d distinct images, %d already done; device %s",
+             len(done), len(copies), len(copies) - len(todo), device)
+    loader = DataLoader(StimulusDataset(stimuli, todo, transform), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    start = time.perf_counter()
+    with tqdm(total=len(copies), initial=len(copies) - len(todo), unit="img", desc="features") as bar:
+        for images, rows in loader:
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            _write_batch(h5, rows.tolist(), layer_features(visual, images, layers, grid_size), copies)
+            bar.update(len(rows))
+    elapsed = time.perf_counter() - start
+    log.info("computed %d images in %.1f s (%.1f images/s) on %s",
+             len(todo), elapsed, len(todo) / max(elapsed, 1e-9), device)
+
+
+def layer_features(visual, images: torch.Tensor, layers: list[int], grid_size: int) -> dict[str, torch.Tensor]:
+    """One forward pass up to the deepest requested block -> {dataset name: (batch, cols) float32 on CPU}."""
+    with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16,
+                                                enabled=images.device.type == "cuda"):
+        out = visual.forward_intermediates(
+            images,
+            indices=[layer - 1 for layer in layers],
+            stop_early=True,  # blocks after the deepest requested one never run
+            intermediates_only=True,
+            output_fmt="NCHW",
+            output_extra_tokens=True,
+        )
+    features = {}
+    for layer, patches, prefix in zip(layers, out["image_intermediates"], out["image_intermediates_prefix"]):
+        pooled = F.adaptive_avg_pool2d(patches.float(), grid_size)  # (batch, width, g, g)
+        features[f"{layer_group(layer)}/cls"] = prefix[:, 0].float().cpu()
+        features[f"{layer_group(layer)}/grid"] = pooled.permute(0, 2, 3, 1).flatten(1).cpu()
+    return features
+
+
+def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tensor], copies: dict[int, list[int]]) -> None:
+    """Store a batch's features in every row sharing each image, mark them done, and flush."""
+    targets = np.array([target for row in rows for target in copies[row]])
+    sources = np.array([i for i, row in enumerate(rows) for _ in copies[row]])
+    order = np.argsort(targets)  # h5py writes need increasing row indices
+    targets, sources = targets[order], sources[order]
+    for name, values in features.items():
+        h5[name][targets] = values.numpy()[sources]
+    h5["done"][targets] = True
+    h5.flush()
+
+
+def _materialise(final: Path, out_path: str | os.PathLike) -> None:
+    """Put the cache file at `out_path`: a hard link when possible, else a copy."""
+    with atomic_path(out_path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(final, tmp)
+        except OSError:
+            shutil.copyfile(final, tmp)

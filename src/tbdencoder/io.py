@@ -1,0 +1,76 @@
+"""Atomic file writing, hashing and logging shared by every step."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger that prints `time level name: message` once per process."""
+    root = logging.getLogger("tbdencoder")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    return logging.getLogger(f"tbdencoder.{name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A failure (or a kill) never leaves a half-written `path` behind, and an existing
+    `path` is untouched until the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray, allow_pickle: bool = False) -> None:
+    """np.save through `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=allow_pickle)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def text_sha256(*parts: str) -> str:
+    """Hex sha256 of strings joined by newlines (for cache keys)."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def write_strings(group, name: str, values) -> None:
+    """Store a sequence of str as a variable-length utf-8 HDF5 dataset."""
+    import h5py
+
+    group.create_dataset(name, data=np.array(list(values), dtype=object), dtype=h5py.string_dtype())

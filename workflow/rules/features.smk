@@ -1,0 +1,24 @@
+rule features:
+    """Multi-layer backbone features of one subject's images (content-addressed cache under results/features/cache)."""
+    input:
+        "results/fmri/{subject}/stimuli.h5",
+    output:
+        "results/features/{backbone}/fmri_{subject}.h5",
+    params:
+        spec=lambda wc: BACKBONES[wc.backbone],
+        layers=lambda wc: join(BACKBONES[wc.backbone]["layers"]),
+        weights=lambda wc: (
+            "--random-init"
+            if BACKBONES[wc.backbone]["random_init"]
+            else f"--pretrained {BACKBONES[wc.backbone]['pretrained']}"
+        ),
+    log:
+        "logs/features/{backbone}_{subject}.log",
+    benchmark:
+        "logs/benchmarks/features/{backbone}_{subject}.tsv"
+    threads: 2
+    shell:
+        "tbdencoder --threads {threads} features --stimuli {input} --out {output}"
+        " --model {params.spec[model]} {params.weights} --layers {params.layers}"
+        " --grid-size {params.spec[grid_size]} --batch-size {params.spec[batch_size]}"
+        " --seed {params.spec[seed]} --cache-dir results/features/cache > {log} 2>&1"
