@@ -198,17 +198,19 @@ def _check_weights_choice(model_name: str, pretrained: str | None, random_init: 
 
 def _reachable(host: str, port: int, timeout: float) -> bool:
     """Whether a TCP connection opens within `timeout` seconds (name lookup included)."""
-    opened = threading.Event()
+    opened = []
 
     def probe() -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
-            opened.set()
+            opened.append(True)
         except OSError:
             pass
 
-    threading.Thread(target=probe, daemon=True).start()
-    return opened.wait(timeout)
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout * 5)
+    return bool(opened)
 
 
 def _unavailable_message(spec: BackboneSpec) -> str:

@@ -1,19 +1,7 @@
 """Synthetic fMRI in the Algonauts 2023 (NSD) release layout, generated from a known ground truth.
 
-Generative model, per subject and hemisphere:
-
-* Cortex: the challenge vertices are the fsaverage5 vertices (= fsaverage vertices 0..10241) nearest a
-  (slightly jittered) occipital pole. Each vertex gets polar coordinates about the pole: radius (0 at the
-  pole, 1 at the patch edge) and angle (0 lateral, +90 deg dorsal, -90 deg ventral, 180 deg medial).
-* Retinotopy: eccentricity grows with radius, visual polar angle = -90 deg * sin(angle) (dorsal cortex sees
-  the lower field), and the lh maps the right half of the image, the rh the left. RF size grows with radius.
-* Families: vertices within the early disk respond to the Gaussian-RF-weighted mean of one feature map
-  (luminance, local contrast energy or red-green opponency); vertices further out respond to a fixed random
-  projection of a global image descriptor (coarse colour histogram + 4x4 luminance thumbnail) through tanh.
-  About 10 % of vertices carry no signal (family 'none').
-* Signal: each vertex's family response, z-scored over the subject's images, times its ncsnr
-  (log-uniform 0.3..2). Trials: signal + N(0, 1) noise, n_repeats per image; trial betas are z-scored per
-  vertex over all trials (one session) and averaged over repeats, as released by NSD / Algonauts.
+The generative model is spelled out in MODEL_DESCRIPTION, which is also written to
+ground_truth/simulation.json.
 """
 
 from __future__ import annotations
@@ -37,6 +25,23 @@ from scipy.ndimage import gaussian_filter
 from tbdencoder.io import get_logger
 from tbdencoder.simulate.scenes import assign_image_ids, scene_for_id
 
+MODEL_DESCRIPTION = (
+    "Cortex: the challenge vertices of a hemisphere are the fsaverage5 vertices (= fsaverage 0..10241) nearest "
+    "a slightly jittered occipital pole, in polar coordinates about it: radius (0 at the pole, 1 at the patch "
+    "edge) and angle (0 lateral, +90 deg dorsal, -90 deg ventral, 180 deg medial).",
+    "Retinotopy: RF eccentricity grows with radius; visual polar angle = -90 deg * sin(angle), so dorsal "
+    "cortex sees the lower field; the lh maps the right half of the image, the rh the left; RF size grows "
+    "with radius.",
+    "Families: vertices inside the early disk respond to the Gaussian-RF-weighted mean of one feature map "
+    "(luminance, local contrast energy |L - blur(L)| or red-green opponency R - G); vertices further out "
+    "('global') respond to tanh of a fixed random projection of a whole-image descriptor (3x3x3 colour "
+    "histogram + 4x4 luminance thumbnail, z-scored over the subject's images) and ignore their RF; about "
+    "10 % of vertices carry no signal ('none').",
+    "Signal: the family response z-scored over the subject's images, times the vertex's ncsnr "
+    "(log-uniform 0.3..2). Trials: signal + N(0, 1) noise, n_repeats per image; trial betas are z-scored "
+    "per vertex over all the subject's trials (one session) and averaged over repeats, as NSD / Algonauts "
+    "release them.",
+)
 FSAVERAGE_VERTICES = 163842
 FSAVERAGE5_VERTICES = 10242
 HEMISPHERES = ("lh", "rh")
@@ -58,12 +63,12 @@ _PRF_SECTORS = ((1, -180, -135), (2, 135, 181), (3, -135, -90), (4, 90, 135), (5
 _STREAM_SECTORS = ((2, -150, -45), (3, -45, 45), (4, 45, 150))  # midventral, midlateral, midparietal
 # floc ROIs: discs (label, radius, angle in degrees, disc radius) in the pole-centred polar plane
 _FLOC_DISCS = {
-    "floc-bodies": ((1, 0.80, 10, 0.20), (2, 0.78, -55, 0.18), (3, 0.93, -62, 0.15), (4, 0.95, -130, 0.10)),
-    "floc-faces": ((1, 0.75, -20, 0.18), (2, 0.75, -72, 0.18), (3, 0.92, -82, 0.15), (4, 0.95, -115, 0.10),
-                   (5, 0.97, -50, 0.10)),
-    "floc-places": ((1, 0.80, 62, 0.20), (2, 0.85, -110, 0.20), (3, 0.88, 150, 0.18)),
-    "floc-words": ((1, 0.72, -38, 0.16), (2, 0.86, -45, 0.16), (3, 0.96, -32, 0.12), (4, 0.90, -92, 0.10),
-                   (5, 0.97, -122, 0.08)),
+    "floc-bodies": ((1, 0.78, 10, 0.20), (2, 0.75, -55, 0.20), (3, 0.88, -65, 0.16), (4, 0.92, -130, 0.12)),
+    "floc-faces": ((1, 0.75, -20, 0.20), (2, 0.75, -75, 0.20), (3, 0.90, -85, 0.16), (4, 0.93, -115, 0.12),
+                   (5, 0.95, -45, 0.10)),
+    "floc-places": ((1, 0.80, 62, 0.20), (2, 0.82, -110, 0.20), (3, 0.85, 150, 0.20)),
+    "floc-words": ((1, 0.72, -38, 0.20), (2, 0.85, -60, 0.20), (3, 0.95, -30, 0.12), (4, 0.92, -95, 0.12),
+                   (5, 0.95, -125, 0.10)),
 }
 FEATURE_PX = 64  # feature maps are computed on images resized to this size
 NO_SIGNAL_FRACTION = 0.1
@@ -78,7 +83,6 @@ class CorticalPatch:
     """Challenge-space vertices of one hemisphere in polar coordinates about the occipital pole."""
 
     fsaverage_index: np.ndarray  # ascending fsaverage indices (= challenge-space order)
-    xyz: np.ndarray  # unit-sphere positions
     radius: np.ndarray  # geodesic distance from the pole over the patch's largest, 0..1
     angle: np.ndarray  # radians: 0 lateral, +pi/2 dorsal, -pi/2 ventral, pi medial
 
@@ -116,7 +120,6 @@ def select_patch(hemi: str, n_vertices: int, rng: np.random.Generator) -> Cortic
     offset = xyz - np.outer(xyz @ pole, pole)
     return CorticalPatch(
         fsaverage_index=index,
-        xyz=xyz,
         radius=distance[index] / distance[index].max(),
         angle=np.arctan2(offset @ dorsal, offset @ lateral),
     )
@@ -210,7 +213,9 @@ def family_responses(features: dict[str, np.ndarray], truth: pd.DataFrame, rng: 
     responses = np.zeros((n_images, len(truth)))
     family = truth["family"].to_numpy()
     for name in RETINOTOPIC_FAMILIES:
-        for chunk in np.array_split(np.flatnonzero(family == name), max(1, len(truth) // 1024)):
+        index = np.flatnonzero(family == name)
+        for start in range(0, index.size, 1024):  # bounds the (vertices, pixels) weight matrix
+            chunk = index[start:start + 1024]
             rf = truth.iloc[chunk]
             weights = rf_weights(rf["rf_x"].to_numpy(), rf["rf_y"].to_numpy(), rf["rf_sigma"].to_numpy())
             responses[:, chunk] = features[name] @ weights.T
@@ -253,7 +258,7 @@ def _save_npy(path: Path, array: np.ndarray, allow_pickle: bool = False) -> None
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
+    Image.fromarray(image).save(path, format="PNG", compress_level=1)  # fast; still lossless
 
 
 def _write_images(folder: Path, split: str, nsd_ids: np.ndarray, seed: int, image_size_px: int) -> dict[str, np.ndarray]:
@@ -328,11 +333,16 @@ def _atomic_directory(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_arguments(subjects: list[str], n_vertices: list[int], n_repeats: int) -> None:
+def _check_arguments(subjects: list[str], n_vertices: list[int], n_train_images: int, n_test_images: int,
+                     n_repeats: int) -> None:
+    if len(set(subjects)) != len(subjects):
+        raise ValueError(f"subjects {subjects}: names must be distinct")
     if len(subjects) != len(n_vertices):
         raise ValueError(f"n_vertices has {len(n_vertices)} entries, expected one per subject ({len(subjects)})")
     if not all(1 <= n <= FSAVERAGE5_VERTICES for n in n_vertices):
         raise ValueError(f"n_vertices {n_vertices}: each must lie in 1..{FSAVERAGE5_VERTICES} (fsaverage5 vertices)")
+    if n_train_images < 1 or n_test_images < 1:
+        raise ValueError(f"n_train_images={n_train_images}, n_test_images={n_test_images}: each split needs an image")
     if n_repeats < 2:
         raise ValueError(f"n_repeats={n_repeats}: at least 2 repeats are needed to estimate the noise ceiling")
 
@@ -356,32 +366,35 @@ def simulate_fmri(
     byte-identical files.
     """
     out_dir = Path(out_dir)
-    _check_arguments(subjects, n_vertices, n_repeats)
+    _check_arguments(subjects, n_vertices, n_train_images, n_test_images, n_repeats)
     start = time.perf_counter()
     id_rng = np.random.default_rng([seed, _IDS_STREAM])
     splits = assign_image_ids(id_rng, len(subjects), n_train_images, n_test_images, n_shared_images)
     arguments = {
-        "subjects": list(subjects), "n_vertices": list(n_vertices), "n_train_images": n_train_images,
-        "n_test_images": n_test_images, "n_shared_images": n_shared_images, "image_size_px": image_size_px,
-        "n_repeats": n_repeats, "seed": seed,
+        "subjects": [str(s) for s in subjects], "n_vertices": [int(n) for n in n_vertices],
+        "n_train_images": int(n_train_images), "n_test_images": int(n_test_images),
+        "n_shared_images": int(n_shared_images), "image_size_px": int(image_size_px),
+        "n_repeats": int(n_repeats), "seed": int(seed),
     }
+    shared = functools.reduce(np.intersect1d, [np.concatenate(split) for split in splits])
     with _atomic_directory(out_dir) as root:
         for number, (subject, n_vert, (train_ids, test_ids)) in enumerate(zip(subjects, n_vertices, splits)):
             _simulate_subject(root, number, subject, n_vert, train_ids, test_ids, image_size_px, n_repeats, seed)
             log.info("%s: %d train + %d test images, %d vertices per hemisphere", subject, len(train_ids),
                      len(test_ids), n_vert)
-        (root / "ground_truth" / "simulation.json").write_text(json.dumps(_description(arguments), indent=2) + "\n")
+        (root / "ground_truth" / "simulation.json").write_text(json.dumps(_description(arguments, shared), indent=2) + "\n")
     log.info("simulated %d subjects into %s in %.1f s", len(subjects), out_dir, time.perf_counter() - start)
     return out_dir
 
 
-def _description(arguments: dict) -> dict:
+def _description(arguments: dict, shared_ids: np.ndarray) -> dict:
     """Contents of ground_truth/simulation.json."""
     return {
         "arguments": arguments,
+        "shared_nsd_ids": [int(i) for i in shared_ids],
         "families": list(FAMILIES),
         "retinotopic_families": list(RETINOTOPIC_FAMILIES),
-        "generative_model": __doc__.split("Generative model, per subject and hemisphere:")[1].strip(),
+        "generative_model": list(MODEL_DESCRIPTION),
         "units": {
             "rf_x, rf_y": "RF centre as a fraction of image width / height; x to the right, y downward",
             "rf_sigma": "Gaussian RF sd as a fraction of image width (ignored by the 'global' and 'none' families)",

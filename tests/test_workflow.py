@@ -1,0 +1,117 @@
+"""End to end: the real Snakemake workflow on a tiny simulated config, in a temporary directory."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = {
+    "simulate": {"fmri": {"enabled": True, "seed": 3, "n_vertices": [160, 120], "n_train_images": 200,
+                          "n_test_images": 50, "n_shared_images": 20, "image_size_px": 96, "n_repeats": 3}},
+    "features": {"backbones": {"clip_vitb32": {"library": "open_clip", "model": "ViT-S-32", "pretrained": None,
+                                               "random_init": True, "seed": 0, "layers": [2, 4, 6], "grid_size": 2,
+                                               "batch_size": 50}}},
+    "models": {
+        "ridge_cls": {"family": "ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6], "tokens": ["cls"]},
+        "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6], "tokens": ["cls", "grid"]},
+        "roi_ridge": {"family": "roi_ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6],
+                      "tokens": ["cls", "grid"], "roi_class": "streams"},
+    },
+    "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,
+    )
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    shutil.copy(REPO / "Snakefile", workdir)
+    shutil.copy(REPO / "params.yaml", workdir)
+    shutil.copytree(REPO / "workflow", workdir / "workflow")
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def _ground_truth(workdir, subject, hemi):
+    root = workdir / "data/simulated/algonauts_2023"
+    return pd.read_csv(root / f"ground_truth/{subject}/{hemi}_vertices.csv")
+
+
+def test_outputs_exist_with_documented_shapes(workflow_run):
+    metrics = json.loads((workflow_run / "results/metrics.json").read_text())
+    assert set(metrics["subjects"]) == {"subj01", "subj02"}
+    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge"}
+    subj02 = metrics["subjects"]["subj02"]
+    assert subj02["random_init_features"] is True and subj02["eval_split"] == "test"
+    assert subj02["models"]["ridge_grid"]["lh"]["n_vertices"] == 120
+    assert set(subj02["models"]["roi_ridge"]["rh"]["roi"]) == {"prf-visualrois", "floc-bodies", "floc-faces",
+                                                               "floc-places", "floc-words", "streams"}
+    table = pd.read_csv(workflow_run / "results/metrics/subj01.tsv", sep="\t")
+    assert {"subject", "model", "hemisphere", "roi_class", "roi", "median_r", "median_score"} <= set(table.columns)
+    for subject, n_vertices in (("subj01", 160), ("subj02", 120)):
+        prediction = np.load(workflow_run / f"results/submission/{subject}/lh_pred_test.npy")
+        assert prediction.dtype == np.float32 and prediction.shape == (50, n_vertices)
+        assert (workflow_run / f"results/figures/{subject}_roi_scores.png").stat().st_size > 10_000
+
+
+def test_score_clears_threshold_derived_from_simulator(workflow_run):
+    """Mean challenge score far above what unrelated predictions get, and a real share of the oracle's.
+
+    Null: a prediction unrelated to the data has r ~ N(0, 1/(n_test - 1)), so E[max(r, 0)^2] = 1/(2 (n_test - 1))
+    and its expected score per vertex is 100 / (2 (n_test - 1) NC). The oracle (the simulator's noiseless
+    signal) scores about 100 by construction. We require the best model to exceed ten times the null.
+    """
+    metrics = json.loads((workflow_run / "results/metrics.json").read_text())
+    n_test = 50
+    for subject in ("subj01", "subj02"):
+        for hemi in ("lh", "rh"):
+            noise_ceiling = _ground_truth(workflow_run, subject, hemi)["noise_ceiling"].to_numpy()
+            null = np.mean(np.minimum(100 / (2 * (n_test - 1) * noise_ceiling[noise_ceiling > 0]), 100))
+            score = metrics["subjects"][subject]["models"]["ridge_grid"][hemi]["challenge_score"]
+            assert score > 10 * null, (subject, hemi, score, null)
+
+
+def test_patch_grid_beats_class_token_in_retinotopic_rois(workflow_run):
+    metrics = json.loads((workflow_run / "results/metrics.json").read_text())
+    for subject in ("subj01", "subj02"):
+        for hemi in ("lh", "rh"):
+            models = metrics["subjects"][subject]["models"]
+            grid = [v["median_r"] for v in models["ridge_grid"][hemi]["roi"]["prf-visualrois"].values()]
+            cls = [v["median_r"] for v in models["ridge_cls"][hemi]["roi"]["prf-visualrois"].values()]
+            assert np.mean(grid) > np.mean(cls) + 0.05, (subject, hemi, grid, cls)
+
+
+def test_rerun_does_nothing_and_features_come_from_cache(workflow_run):
+    dry = snakemake(workflow_run, "--dry-run")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    features = workflow_run / "results/features/clip_vitb32/fmri_subj01.h5"
+    before = features.read_bytes()
+    features.unlink()
+    result = snakemake(workflow_run, "results/features/clip_vitb32/fmri_subj01.h5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert features.read_bytes() == before
+    assert "cache" in (workflow_run / "logs/features/clip_vitb32_subj01.log").read_text().lower()
+
+
+def test_report_holds_the_figures(workflow_run):
+    result = snakemake(workflow_run, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (workflow_run / "report.html").read_text(errors="ignore")
+    assert "subj01_roi_scores.png" in html and "RANDOM-INIT" in html
