@@ -202,6 +202,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     assert_same_file(reference, resumed)
 
 
+def test_unusable_partial_file_is_discarded(tmp_path):
+    stimuli = write_pixels(tmp_path / "stimuli.h5", images(3))
+    reference = run(stimuli, tmp_path / "reference.h5", tmp_path / "cache")
+    final = tmp_path / "cache" / f"{read(reference)[1]['cache_key']}.h5"
+    final.unlink()
+    final.with_name(f"{final.stem}.partial.h5").write_bytes(b"not an HDF5 file")
+    assert_same_file(reference, run(stimuli, tmp_path / "again.h5", tmp_path / "cache"))
+
+
 def test_random_init_reproducible_per_seed(tmp_path):
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(2))
     a, _ = read(run(stimuli, tmp_path / "a.h5", tmp_path / "cache_a", seed=3))
@@ -239,8 +248,10 @@ def test_cached_tag_loads_offline(tmp_path, monkeypatch):
     torch.save(open_clip.create_model(TINY).state_dict(), checkpoint)
 
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(2))
-    by_tag, tag_attrs = read(run(stimuli, tmp_path / "tag.h5", tmp_path / "cache", pretrained="fake", random_init=False))
-    by_path, _ = read(run(stimuli, tmp_path / "path.h5", tmp_path / "cache", pretrained=str(checkpoint), random_init=False))
+    by_tag, tag_attrs = read(run(stimuli, tmp_path / "tag.h5", tmp_path / "cache",
+                                 pretrained="fake", random_init=False))
+    by_path, _ = read(run(stimuli, tmp_path / "path.h5", tmp_path / "cache",
+                          pretrained=str(checkpoint), random_init=False))
     random, _ = read(run(stimuli, tmp_path / "random.h5", tmp_path / "cache", seed=5))
     assert tag_attrs["pretrained"] == "fake" and not tag_attrs["random_init"]
     for name in by_tag:

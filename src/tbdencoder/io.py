@@ -21,6 +21,7 @@ def get_logger(name: str) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        root.propagate = False
     return logging.getLogger(f"tbdencoder.{name}")
 
 

@@ -111,7 +111,8 @@ def resolve_backbone(model_name: str, pretrained: str | None, random_init: bool)
 def load_backbone(spec: BackboneSpec, seed: int) -> tuple[VisionTransformer, Preprocess]:
     """Build the model, keep only its vision tower (eval mode) and return it with its preprocessing."""
     if spec.random_init:
-        log.warning("%s: features come from a RANDOM-INIT network (seed %d), not pretrained weights", spec.model_name, seed)
+        log.warning("%s: features come from a RANDOM-INIT network (seed %d), not pretrained weights",
+                    spec.model_name, seed)
         checkpoint = None
     elif spec.is_tag:
         checkpoint = tag_checkpoint(spec)
@@ -191,7 +192,8 @@ def _check_weights_choice(model_name: str, pretrained: str | None, random_init: 
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg and not Path(pretrained).is_file():
         raise FileNotFoundError(
-            f"pretrained checkpoint not found: {pretrained} (it is not a known open_clip tag for {model_name} either; tags: {tags})"
+            f"pretrained checkpoint not found: {pretrained} "
+            f"(it is not a known open_clip tag for {model_name} either; tags: {tags})"
         )
     return tag_cfg
 
@@ -209,7 +211,7 @@ def _reachable(host: str, port: int, timeout: float) -> bool:
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
-    thread.join(timeout * 5)
+    thread.join(timeout)
     return bool(opened)
 
 

@@ -189,15 +189,24 @@ def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, lay
         raise RuntimeError(f"open_clip preprocessing {preprocess} differs from the cache key's {spec.preprocess}")
     visual.to(device, memory_format=torch.channels_last)
     partial = final.with_name(f"{final.stem}.partial.h5")
-    with _open_partial(partial, stimuli, attrs, layers, visual.transformer.width, grid_size) as h5:
+    columns = _feature_columns(layers, visual.transformer.width, grid_size)
+    with _open_partial(partial, stimuli, attrs, columns) as h5:
         _fill(h5, stimuli, preprocess.transform(), visual, layers, grid_size, batch_size, num_workers, device)
         del h5["done"]
-        shapes = {name: h5[name].shape for name in _feature_names(layers)}
     os.replace(partial, final)
-    log.info("%d stimuli, features: %s", len(stimuli.ids), shapes)
+    log.info("features of %d stimuli, columns: %s", len(stimuli.ids), columns)
 
 
-def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int], width: int, grid_size: int) -> h5py.File:
+def _feature_columns(layers: list[int], width: int, grid_size: int) -> dict[str, int]:
+    """Dataset name -> number of columns."""
+    columns = {}
+    for layer in layers:
+        columns[f"{layer_group(layer)}/cls"] = width
+        columns[f"{layer_group(layer)}/grid"] = grid_size * grid_size * width
+    return columns
+
+
+def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, columns: dict[str, int]) -> h5py.File:
     """Reopen a partial file from an interrupted run with the same cache key, else start a new one."""
     if path.exists():
         try:
@@ -209,18 +218,16 @@ def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int], 
             log.warning("partial file %s is unreadable (%s)", path, error)
         log.warning("discarding partial file %s", path)
         path.unlink()
-    return _create_partial(path, stimuli, attrs, layers, width, grid_size)
+    return _create_partial(path, stimuli, attrs, columns)
 
 
-def _create_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int], width: int, grid_size: int) -> h5py.File:
+def _create_partial(path: Path, stimuli: Stimuli, attrs: dict, columns: dict[str, int]) -> h5py.File:
     n = len(stimuli.ids)
     h5 = h5py.File(path, "w")
     for name, values in (("stimulus_id", stimuli.ids), ("content_hash", stimuli.hashes)):
         h5.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(), chunks=(min(n, 4096),))
-    for layer in layers:
-        h5.create_dataset(f"{layer_group(layer)}/cls", shape=(n, width), dtype="f4", chunks=_row_chunks(n, width))
-        cols = grid_size * grid_size * width
-        h5.create_dataset(f"{layer_group(layer)}/grid", shape=(n, cols), dtype="f4", chunks=_row_chunks(n, cols))
+    for name, cols in columns.items():
+        h5.create_dataset(name, shape=(n, cols), dtype="f4", chunks=_row_chunks(n, cols))
     h5.create_dataset("done", shape=(n,), dtype=bool, chunks=(min(n, 4096),))
     h5.attrs.update(attrs)  # written last: a partial file without a cache_key is discarded
     h5.flush()
@@ -229,10 +236,6 @@ def _create_partial(path: Path, stimuli: Stimuli, attrs: dict, layers: list[int]
 
 def _row_chunks(n: int, cols: int) -> tuple[int, int]:
     return max(1, min(n, TARGET_CHUNK_BYTES // (4 * cols))), cols
-
-
-def _feature_names(layers: list[int]) -> list[str]:
-    return [f"{layer_group(layer)}/{token}" for layer in layers for token in ("cls", "grid")]
 
 
 def _fill(h5: h5py.File, stimuli: Stimuli, transform, visual, layers: list[int], grid_size: int,
@@ -276,7 +279,8 @@ def layer_features(visual, images: torch.Tensor, layers: list[int], grid_size: i
     return features
 
 
-def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tensor], copies: dict[int, list[int]]) -> None:
+def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tensor],
+                 copies: dict[int, list[int]]) -> None:
     """Store a batch's features in every row sharing each image, mark them done, and flush."""
     targets = np.array([target for row in rows for target in copies[row]])
     sources = np.array([i for i, row in enumerate(rows) for _ in copies[row]])
