@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,15 +15,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = {
-    "simulate": {"fmri": {"enabled": True, "seed": 3, "n_vertices": [160, 120], "n_train_images": 200,
-                          "n_test_images": 50, "n_shared_images": 20, "image_size_px": 96, "n_repeats": 3}},
-    "features": {"backbones": {"clip_vitb32": {"library": "open_clip", "model": "ViT-S-32", "pretrained": None,
-                                               "random_init": True, "seed": 0, "layers": [2, 4, 6], "grid_size": 2,
+    "simulate": {"fmri": {"enabled": True, "seed": 3, "n_vertices": [400, 300], "n_train_images": 300,
+                          "n_test_images": 50, "n_shared_images": 20, "image_size_px": 224, "n_repeats": 3}},
+    "features": {"backbones": {"clip_vitb32": {"library": "open_clip", "model": "ViT-B-32", "pretrained": None,
+                                               "random_init": True, "seed": 0, "layers": [3, 6], "grid_size": 2,
                                                "batch_size": 50}}},
     "models": {
-        "ridge_cls": {"family": "ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6], "tokens": ["cls"]},
-        "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6], "tokens": ["cls", "grid"]},
-        "roi_ridge": {"family": "roi_ridge", "backbone": "clip_vitb32", "layers": [2, 4, 6],
+        "ridge_cls": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"]},
+        "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls", "grid"]},
+        "roi_ridge": {"family": "roi_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
                       "tokens": ["cls", "grid"], "roi_class": "streams"},
     },
     "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
@@ -32,7 +33,7 @@ TINY_CONFIG = {
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tiny.yaml"],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,
     )
 
@@ -60,12 +61,12 @@ def test_outputs_exist_with_documented_shapes(workflow_run):
     assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge"}
     subj02 = metrics["subjects"]["subj02"]
     assert subj02["random_init_features"] is True and subj02["eval_split"] == "test"
-    assert subj02["models"]["ridge_grid"]["lh"]["n_vertices"] == 120
+    assert subj02["models"]["ridge_grid"]["lh"]["n_vertices"] == 300
     assert set(subj02["models"]["roi_ridge"]["rh"]["roi"]) == {"prf-visualrois", "floc-bodies", "floc-faces",
                                                                "floc-places", "floc-words", "streams"}
     table = pd.read_csv(workflow_run / "results/metrics/subj01.tsv", sep="\t")
     assert {"subject", "model", "hemisphere", "roi_class", "roi", "median_r", "median_score"} <= set(table.columns)
-    for subject, n_vertices in (("subj01", 160), ("subj02", 120)):
+    for subject, n_vertices in (("subj01", 400), ("subj02", 300)):
         prediction = np.load(workflow_run / f"results/submission/{subject}/lh_pred_test.npy")
         assert prediction.dtype == np.float32 and prediction.shape == (50, n_vertices)
         assert (workflow_run / f"results/figures/{subject}_roi_scores.png").stat().st_size > 10_000
@@ -88,14 +89,23 @@ def test_score_clears_threshold_derived_from_simulator(workflow_run):
             assert score > 10 * null, (subject, hemi, score, null)
 
 
-def test_patch_grid_beats_class_token_in_retinotopic_rois(workflow_run):
-    metrics = json.loads((workflow_run / "results/metrics.json").read_text())
+def test_patch_grid_beats_class_token_where_simulator_is_retinotopic(workflow_run):
+    """Retinotopic vertices (RF-weighted luminance / contrast / colour) gain from the pooled patch grid;
+    the gain is larger than for 'global' vertices, which ignore their RF, and absent where there is no signal."""
     for subject in ("subj01", "subj02"):
+        gain = {}
         for hemi in ("lh", "rh"):
-            models = metrics["subjects"][subject]["models"]
-            grid = [v["median_r"] for v in models["ridge_grid"][hemi]["roi"]["prf-visualrois"].values()]
-            cls = [v["median_r"] for v in models["ridge_cls"][hemi]["roi"]["prf-visualrois"].values()]
-            assert np.mean(grid) > np.mean(cls) + 0.05, (subject, hemi, grid, cls)
+            truth = _ground_truth(workflow_run, subject, hemi)
+            with h5py.File(workflow_run / f"results/scores/{subject}.h5") as h5:
+                difference = h5[f"ridge_grid/{hemi}/r"][:] - h5[f"ridge_cls/{hemi}/r"][:]
+            for family, values in pd.Series(difference).groupby(truth["family"].replace(
+                    {"luminance": "retinotopic", "contrast": "retinotopic", "colour": "retinotopic"})):
+                gain.setdefault(family, []).extend(values)
+        retinotopic = np.array(gain["retinotopic"])
+        t_stat = retinotopic.mean() / retinotopic.std(ddof=1) * np.sqrt(retinotopic.size)
+        assert t_stat > 3, (subject, retinotopic.mean(), t_stat)
+        assert retinotopic.mean() > np.mean(gain["global"]) + 0.01, (subject, retinotopic.mean(), np.mean(gain["global"]))
+        assert abs(np.mean(gain["none"])) < 0.03
 
 
 def test_rerun_does_nothing_and_features_come_from_cache(workflow_run):

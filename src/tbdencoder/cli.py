@@ -44,7 +44,7 @@ def _fit(a: argparse.Namespace) -> None:
 def _evaluate(a: argparse.Namespace) -> None:
     from tbdencoder.evaluate.evaluate_fmri import evaluate_subject
 
-    evaluate_subject(a.responses, a.fits, a.metrics_out, a.table_out, a.figure_out, a.submission_dir,
+    evaluate_subject(a.responses, a.fits, a.metrics_out, a.table_out, a.scores_out, a.figure_out, a.submission_dir,
                      a.submission_model, a.figure_roi_classes)
 
 
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fits", type=Path, nargs="+", required=True)
     p.add_argument("--metrics-out", type=Path, required=True)
     p.add_argument("--table-out", type=Path, required=True)
+    p.add_argument("--scores-out", type=Path, required=True, help="per-vertex r and score (HDF5)")
     p.add_argument("--figure-out", type=Path, required=True)
     p.add_argument("--submission-dir", type=Path, required=True)
     p.add_argument("--submission-model", required=True)

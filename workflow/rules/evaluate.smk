@@ -6,6 +6,7 @@ rule evaluate:
     output:
         metrics="results/metrics/{subject}.json",
         table="results/metrics/{subject}.tsv",
+        scores="results/scores/{subject}.h5",
         figure=report(
             "results/figures/{subject}_roi_scores.png",
             caption="../report/roi_scores.rst",
@@ -22,7 +23,7 @@ rule evaluate:
         "logs/evaluate/{subject}.log",
     shell:
         "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
-        " --metrics-out {output.metrics} --table-out {output.table} --figure-out {output.figure}"
+        " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
         " --submission-dir {params.submission_dir} --submission-model {params.submission_model}"
         " --figure-roi-classes {params.roi_classes} > {log} 2>&1"
 

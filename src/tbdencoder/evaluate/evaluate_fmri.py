@@ -4,6 +4,7 @@ metrics json: {subject, eval_split, random_init_features, models: {model: {lh|rh
 median_r, challenge_score (mean over vertices, null without a noise ceiling), noise_ceiling_mean,
 roi: {class: {roi: {n_vertices, median_r, median_score}}}}}}}.
 tsv: one row per subject x model x hemisphere x ROI (roi_class/roi 'all' for every vertex).
+scores h5: per-vertex `<model>/<hemi>/r` and `<model>/<hemi>/score` (NaN without a noise ceiling).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def evaluate_subject(
     fit_paths: list[str | Path],
     metrics_out: str | Path,
     table_out: str | Path,
+    scores_out: str | Path,
     figure_out: str | Path,
     submission_dir: str | Path,
     submission_model: str,
@@ -90,6 +92,11 @@ def evaluate_subject(
                  "n/a" if entry["all"]["challenge_score"] is None else f"{entry['all']['challenge_score']:.1f}")
     metrics["random_init_features"] = random_init
 
+    with atomic_path(scores_out) as tmp, h5py.File(tmp, "w") as h5:
+        for model, hemis in per_vertex.items():
+            for hemi, (r, score) in hemis.items():
+                h5[f"{model}/{hemi}/r"] = r.astype(np.float32)
+                h5[f"{model}/{hemi}/score"] = np.full(r.shape, np.nan, np.float32) if score is None else score.astype(np.float32)
     table = pd.DataFrame(rows)
     table.insert(0, "subject", responses.subject)
     with atomic_path(table_out) as tmp:

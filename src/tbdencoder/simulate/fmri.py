@@ -35,7 +35,8 @@ MODEL_DESCRIPTION = (
     "Families: vertices inside the early disk respond to the Gaussian-RF-weighted mean of one feature map "
     "(luminance, local contrast energy |L - blur(L)| or red-green opponency R - G); vertices further out "
     "('global') respond to tanh of a fixed random projection of a whole-image descriptor (3x3x3 colour "
-    "histogram + 4x4 luminance thumbnail, z-scored over the subject's images) and ignore their RF; about "
+    "histogram + luminance quantiles + mean contrast energy, no spatial layout, z-scored over the subject's "
+    "images) and ignore their RF; about "
     "10 % of vertices carry no signal ('none').",
     "Signal: the family response z-scored over the subject's images, times the vertex's ncsnr "
     "(log-uniform 0.3..2). Trials: signal + N(0, 1) noise, n_repeats per image; trial betas are z-scored "
@@ -176,19 +177,19 @@ def vertex_ground_truth(patch: CorticalPatch, hemi: str, rng: np.random.Generato
 
 
 def image_features(image: np.ndarray) -> dict[str, np.ndarray]:
-    """Flattened FEATURE_PX^2 luminance, contrast-energy and red-green maps, plus a 43-d global descriptor."""
+    """Flattened FEATURE_PX^2 luminance, contrast-energy and red-green maps, plus a 33-d non-spatial global descriptor."""
     small = Image.fromarray(image).resize((FEATURE_PX, FEATURE_PX), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, dtype=np.float64) / 255.0
     luminance = rgb @ np.array([0.299, 0.587, 0.114])
     bins = np.minimum((rgb * 3).astype(int), 2)
     histogram = np.bincount((bins @ np.array([9, 3, 1])).ravel(), minlength=27) / luminance.size
-    step = FEATURE_PX // 4
-    thumbnail = luminance.reshape(4, step, 4, step).mean(axis=(1, 3)).ravel()
+    contrast = np.abs(luminance - gaussian_filter(luminance, 1.5))
+    quantiles = np.quantile(luminance, [0.05, 0.25, 0.5, 0.75, 0.95])
     return {
         "luminance": luminance.ravel(),
-        "contrast": np.abs(luminance - gaussian_filter(luminance, 1.5)).ravel(),
+        "contrast": contrast.ravel(),
         "colour": (rgb[..., 0] - rgb[..., 1]).ravel(),
-        "global": np.concatenate([histogram, thumbnail]),
+        "global": np.concatenate([histogram, quantiles, [contrast.mean()]]),
     }
 
 
