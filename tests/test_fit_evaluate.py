@@ -1,0 +1,107 @@
+"""fit + evaluate steps on a tiny simulated subject, with features that carry the ground truth."""
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from tbdencoder.cli import main
+from tbdencoder.data.prepare_fmri import prepare_fmri
+from tbdencoder.evaluate.evaluate_fmri import evaluate_subject, merge_metrics
+from tbdencoder.fit import fit_model
+from tbdencoder.io import write_strings
+
+
+def _oracle_features(dataset, subject, responses_path, out_path):
+    """A features file whose block01/cls is the simulator's noiseless signal of both hemispheres."""
+    ids = []
+    for split in ("train", "test"):
+        folder = dataset / subject / ("training_split/training_images" if split == "train" else "test_split/test_images")
+        ids += [f"nsd-{p.stem.split('nsd-')[1]}" for p in sorted(folder.iterdir())]
+    signal = np.concatenate([
+        np.concatenate([np.load(dataset / f"ground_truth/{subject}/{hemi}_signal.npz")[split] for hemi in ("lh", "rh")], 1)
+        for split in ("train", "test")
+    ])
+    with h5py.File(out_path, "w") as h5:
+        write_strings(h5, "stimulus_id", ids)
+        h5["layers/block01/cls"] = signal.astype(np.float32)
+        h5["layers/block01/grid"] = np.random.default_rng(0).standard_normal((len(ids), 8)).astype(np.float32)
+        h5.attrs["random_init"] = False
+
+
+@pytest.fixture
+def fitted(tiny_fmri_dataset, tmp_path):
+    responses = tmp_path / "responses.h5"
+    prepare_fmri(tiny_fmri_dataset, "subj01", ["lh", "rh"], ["prf-visualrois", "streams"], 0.2, 0, responses,
+                 tmp_path / "stimuli.h5")
+    features = tmp_path / "features.h5"
+    _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
+    fits = []
+    for hemi in ("lh", "rh"):
+        for model, family, tokens in (("oracle", "ridge", ["cls"]), ("noise", "ridge", ["grid"]),
+                                      ("oracle_roi", "roi_ridge", ["cls"])):
+            out = tmp_path / f"fits/{hemi}_{model}.h5"
+            fit_model(features, responses, hemi, model, family, "test", [1], tokens, [1e-3, 1.0, 1e3], 3, 0, out,
+                      roi_class="streams", device="cpu")
+            fits.append(out)
+    return tmp_path, responses, fits
+
+
+def test_fit_file_contents(fitted, tiny_fmri_dataset):
+    tmp_path, responses, _ = fitted
+    with h5py.File(tmp_path / "fits/lh_oracle.h5") as h5:
+        assert h5["test_prediction"].shape == (12, 120)
+        assert h5["submission_prediction"].shape == (12, 120)
+        assert h5["coef"].shape == (240, 120) and h5["alpha"].shape == (120,)
+        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/cls"]
+        assert h5.attrs["model"] == "oracle" and h5.attrs["hemisphere"] == "lh"
+    with h5py.File(tmp_path / "fits/lh_oracle_roi.h5") as h5:
+        labels = h5py.File(responses)["lh/roi/streams"][:]
+        alpha = h5["alpha"][:]
+        for label in np.unique(labels):  # one alpha per ROI
+            assert len(np.unique(alpha[labels == label])) == 1
+
+
+def test_oracle_features_reach_the_noise_ceiling(fitted, tiny_fmri_dataset):
+    """The noiseless signal predicts held-out data up to the noise: score near 100, unrelated features near 0."""
+    tmp_path, responses, fits = fitted
+    out = {k: tmp_path / f"out/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub")}
+    evaluate_subject(responses, fits, out["m.json"], out["t.tsv"], out["s.h5"], out["f.png"], out["sub"],
+                     "oracle", ["prf-visualrois", "streams"])
+    metrics = json.loads(out["m.json"].read_text())
+    truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
+    with h5py.File(out["s.h5"]) as h5:
+        oracle = h5["oracle/lh/score"][:]
+        noise = h5["noise/lh/score"][:]
+    signal = truth["family"].to_numpy() != "none"
+    # 12 test images: the sampling spread of r is large, so compare medians over vertices
+    assert np.nanmedian(oracle[signal]) > 60
+    assert np.nanmedian(noise[signal]) < 15
+    assert metrics["models"]["oracle"]["all"]["challenge_score"] > 3 * metrics["models"]["noise"]["all"]["challenge_score"]
+    table = pd.read_csv(out["t.tsv"], sep="\t")
+    row = table.query("model == 'oracle' and hemisphere == 'lh' and roi_class == 'all'").iloc[0]
+    assert row["mean_score"] == pytest.approx(metrics["models"]["oracle"]["lh"]["challenge_score"], rel=1e-4)
+    submission = np.load(out["sub"] / "rh_pred_test.npy")
+    with h5py.File(tmp_path / "fits/rh_oracle.h5") as h5:
+        np.testing.assert_array_equal(submission, h5["submission_prediction"][:])
+    merge_metrics([out["m.json"]], tmp_path / "metrics.json")
+    merged = json.loads((tmp_path / "metrics.json").read_text())
+    assert merged["summary"]["oracle"]["challenge_score"] == metrics["models"]["oracle"]["all"]["challenge_score"]
+
+
+def test_unknown_submission_model_is_an_error(fitted):
+    tmp_path, responses, fits = fitted
+    with pytest.raises(ValueError, match="submission model 'nope'"):
+        evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5",
+                         tmp_path / "f.png", tmp_path / "sub", "nope", ["streams"])
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    code = main(["prepare-fmri", "--dataset-dir", str(tmp_path), "--subject", "subj01", "--hemispheres", "lh",
+                 "--roi-classes", "streams", "--heldout-fraction", "0.1", "--split-seed", "0",
+                 "--responses-out", str(tmp_path / "r.h5"), "--stimuli-out", str(tmp_path / "s.h5")])
+    assert code == 1
+    assert "subj01: subject folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "r.h5").exists()
