@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test report clean
+.PHONY: install run test repro pull clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# DVC: rerun the stages a params.yaml change touches (dvc.yaml), and fetch results from a remote.
+repro: install
+	$(BIN)/dvc repro
+
+# `dvc pull` restores contents, not modification times; `snakemake --touch` then stamps the
+# outputs in DAG order so Snakemake sees them as up to date (DVC has just checked they are).
+pull: install
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --touch --cores 1 --quiet
 
 clean:
 	rm -rf results logs data/simulated .snakemake

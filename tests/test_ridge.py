@@ -55,3 +55,26 @@ def test_roi_ridge_shares_alpha_within_roi_only():
     assert model.predict(X).shape == (160, 20)
     with pytest.raises(ValueError, match="one per target"):
         RoiRidgeEncoder(labels[:5]).fit(X, Y)
+
+
+def test_ridge_matches_himalaya_on_standardised_features_and_centred_targets():
+    """The solver switch kept the model: same folds, scaling and centring as himalaya's RidgeCV."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+    from himalaya.scoring import r2_score
+    from sklearn.model_selection import KFold
+
+    X, Y, _ = _data(noise=0.0)
+    Y += np.random.default_rng(5).standard_normal(Y.shape).astype(np.float32) * np.logspace(0, 2, Y.shape[1])
+    X = X * np.linspace(0.5, 3, X.shape[1], dtype=np.float32) + 1.0
+    alphas = np.logspace(-1, 4, 6)
+    model = RidgeEncoder(alphas=alphas, cv_folds=4, seed=7, max_batch_targets=8).fit(X, Y)
+    set_backend("numpy")
+    Xs = ((X - X.mean(0)) / X.std(0)).astype(np.float64)
+    reference = RidgeCV(alphas=alphas, cv=KFold(4, shuffle=True, random_state=7),
+                        solver_params={"score_func": r2_score, "warn": False}).fit(Xs, Y - Y.mean(0))
+    assert len(np.unique(model.alpha_)) > 2
+    np.testing.assert_allclose(model.alpha_, reference.best_alphas_, rtol=1e-6)
+    np.testing.assert_allclose(model.cv_score_, reference.cv_scores_, atol=1e-5)
+    expected = Xs @ reference.coef_ + Y.mean(0)
+    assert np.abs(model.predict(X) - expected).max() < 1e-4 * np.abs(expected).max()

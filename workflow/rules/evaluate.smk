@@ -5,7 +5,7 @@ rule evaluate:
         fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=MODELS),
     output:
         metrics="results/metrics/{subject}.json",
-        table="results/metrics/{subject}.tsv",
+        table="results/tables/{subject}.tsv",
         scores="results/scores/{subject}.h5",
         figure=report(
             "results/figures/{subject}_roi_scores.png",
@@ -21,6 +21,8 @@ rule evaluate:
         roi_classes=join(config["evaluation"]["figure_roi_classes"]),
     log:
         "logs/evaluate/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
         " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
@@ -36,5 +38,7 @@ rule merge_metrics:
         "results/metrics.json",
     log:
         "logs/merge_metrics.log",
+    conda:
+        "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder merge-metrics --inputs {input} --out {output} > {log} 2>&1"

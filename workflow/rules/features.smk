@@ -14,6 +14,8 @@ rule features:
         ),
     log:
         "logs/features/{backbone}_{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/features/{backbone}_{subject}.tsv"
     threads: 2

@@ -16,6 +16,8 @@ rule fit:
         fit=config["fit"],
     log:
         "logs/fit/{subject}_{hemi}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/fit/{subject}_{hemi}_{model}.tsv"
     threads: 2

@@ -12,6 +12,8 @@ rule prepare_fmri:
         split_seed=FMRI["split_seed"],
     log:
         "logs/prepare_fmri/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder prepare-fmri --dataset-dir {input} --subject {wildcards.subject}"
         " --hemispheres {params.hemispheres} --roi-classes {params.roi_classes}"

@@ -77,7 +77,7 @@ def evaluate_subject(
                 r_medians = roi_medians(r, labels, names)
                 s_medians = roi_medians(score, labels, names) if score is not None else {}
                 entry[hemi]["roi"][roi_class] = {
-                    roi: {"n_vertices": n, "median_r": med, "median_score": s_medians.get(roi, (0, None))[1]}
+                    roi: {"n_vertices": n, "median_r": med, "median_score": _finite(s_medians.get(roi, (0, None))[1])}
                     for roi, (n, med) in r_medians.items()
                 }
                 for roi in r_medians:
@@ -103,7 +103,12 @@ def evaluate_subject(
         table.to_csv(tmp, sep="\t", index=False, float_format="%.5f")
     plot_roi_bars(metrics, figure_roi_classes, figure_out)
     write_submission(fit_paths, submission_model, submission_dir)
-    atomic_write_text(metrics_out, json.dumps(metrics, indent=2))
+    atomic_write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False))
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: undefined values (e.g. an ROI whose noise ceiling is 0 everywhere) become null."""
+    return None if value is None or not np.isfinite(value) else value
 
 
 def _row(r: np.ndarray, score: np.ndarray | None) -> dict:
@@ -132,14 +137,18 @@ def write_submission(fit_paths: list[str | Path], model: str, submission_dir: st
 
 
 def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path) -> None:
-    """results/metrics.json: every subject's metrics plus, per model, the mean over subjects."""
+    """results/metrics.json, compact enough for `dvc metrics show`: per model the mean over subjects,
+    and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail."""
     subjects = {}
     for path in subject_metrics:
         data = json.loads(Path(path).read_text())
-        subjects[data["subject"]] = data
+        subjects[data["subject"]] = {
+            model: {hemi: {k: v for k, v in entry.items() if k != "roi"} for hemi, entry in hemis.items()}
+            for model, hemis in data["models"].items()
+        }
     summary = {}
-    for model in sorted({m for s in subjects.values() for m in s["models"]}):
-        alls = [s["models"][model]["all"] for s in subjects.values() if model in s["models"]]
+    for model in sorted({m for s in subjects.values() for m in s}):
+        alls = [s[model]["all"] for s in subjects.values() if model in s]
         scores = [a["challenge_score"] for a in alls]
         summary[model] = {
             "mean_r": float(np.mean([a["mean_r"] for a in alls])),
