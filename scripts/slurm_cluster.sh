@@ -6,10 +6,11 @@
 #   scripts/slurm_cluster.sh stop     cancel the cluster's jobs, stop exactly the daemons `start` started
 #
 # Everything (configs, munge key, database, spool, logs, pid files) lives in $SLURM_CLUSTER_DIR
-# (default /tmp/tbdencoder-slurm); nothing in /etc is changed. Every daemon talks over 127.0.0.1 only:
-# slurmctld 6817, slurmd 6818, slurmdbd 6819, mariadb 6820. Accounting is on (slurmdbd + mariadb), so
-# `sacct` works as on a real cluster; the batch environment of each job is kept (`sacct --env-vars -j ID`).
-# Clients need the config:  export SLURM_CONF=$SLURM_CLUSTER_DIR/etc/slurm.conf
+# (default /tmp/tbdencoder-slurm). The configs are linked into /etc/slurm while the cluster runs, since
+# clients inside jobs only look there (snakemake's job step drops SLURM_CONF); an /etc/slurm/slurm.conf
+# of a real installation is never touched. Every daemon listens on 127.0.0.1 only: slurmctld 6817, slurmd 6818,
+# slurmdbd 6819, mariadb 6820. Accounting is on (slurmdbd + mariadb), so `sacct` works as on a real
+# cluster, with each job's rule in its comment and its batch environment kept (`sacct --env-vars -j ID`).
 set -euo pipefail
 
 DIR=${SLURM_CLUSTER_DIR:-/tmp/tbdencoder-slurm}
@@ -18,7 +19,7 @@ PARTITION=debug
 ACCOUNT=tbdtest
 CTLD_PORT=6817 SLURMD_PORT=6818 DBD_PORT=6819 DB_PORT=6820
 DB_PASSWORD=slurm-test-only
-export SLURM_CONF=$DIR/etc/slurm.conf
+ETC=/etc/slurm
 # start order; stop goes backwards
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 
@@ -35,13 +36,13 @@ install_packages() {
     [[ ${#missing[@]} -eq 0 ]] && return
     log "installing ${missing[*]}"
     # keep the packages' init scripts from starting system-wide daemons: we start our own below
-    local policy=/usr/sbin/policy-rc.d created=
+    local policy=/usr/sbin/policy-rc.d
     if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    [[ -n $created ]] && rm -f "$policy"
 }
 
 pidfile() { echo "$DIR/run/$1.pid"; }
@@ -52,7 +53,7 @@ running_pid() {
     file=$(pidfile "$1")
     [[ -f $file ]] || return 1
     pid=$(<"$file")
-    [[ -n $pid && -r /proc/$pid/comm && $(</proc/"$pid"/comm) == "$1"* ]] || return 1
+    [[ -n $pid && -r /proc/$pid/comm && $(</proc/"$pid"/comm) == "$1" ]] || return 1
     echo "$pid"
 }
 
@@ -95,6 +96,7 @@ SlurmdSpoolDir=$DIR/slurmd
 SlurmctldPidFile=$DIR/run/slurmctld.pid
 SlurmdPidFile=$DIR/run/slurmd.pid
 MailProg=/bin/true
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -118,6 +120,7 @@ AuthInfo=socket=$DIR/munge/munge.socket
 DbdHost=localhost
 DbdAddr=127.0.0.1
 DbdPort=$DBD_PORT
+CommunicationParameters=NoInAddrAny
 SlurmUser=root
 PidFile=$DIR/run/slurmdbd.pid
 StorageType=accounting_storage/mysql
@@ -128,6 +131,21 @@ StoragePass=$DB_PASSWORD
 StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$DIR/etc/slurmdbd.conf"
+    mkdir -p "$ETC"
+    for conf in slurm.conf slurmdbd.conf; do
+        if [[ -e $ETC/$conf && ! -L $ETC/$conf ]]; then
+            log "$ETC/$conf belongs to another SLURM installation; not starting"
+            exit 1
+        fi
+        ln -sfn "$DIR/etc/$conf" "$ETC/$conf"
+    done
+}
+
+unlink_configs() {
+    local conf
+    for conf in slurm.conf slurmdbd.conf; do
+        if [[ $(readlink "$ETC/$conf") == "$DIR/etc/$conf" ]]; then rm "$ETC/$conf"; fi
+    done
 }
 
 sql() { mariadb --no-defaults --socket="$DIR/mysql.sock" -u root "$@"; }
@@ -170,7 +188,7 @@ start() {
     wait_for 60 slurmctld scontrol ping
     launch slurmd slurmd -D -N localhost
     wait_for 120 "the node to be idle" bash -c '[[ $(sinfo --noheader --nodes=localhost --format=%t) == idle ]]'
-    log "up: partition $PARTITION, account $ACCOUNT; export SLURM_CONF=$SLURM_CONF"
+    log "up: partition $PARTITION, account $ACCOUNT"
 }
 
 status() {
@@ -197,6 +215,7 @@ stop() {
         fi
         rm -f "$(pidfile "$name")"
     done
+    unlink_configs
 }
 
 case ${1:-} in

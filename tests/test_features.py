@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +33,12 @@ UNROUTABLE = ("192.0.2.1", 443)  # TEST-NET-1: never answers
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tiny_model(tmp_path_factory):
+def tiny_model(tmp_path_factory) -> Path:
+    """Register the tiny model with open_clip; returns its config file."""
     config = tmp_path_factory.mktemp("model_configs") / f"{TINY}.json"
     config.write_text(json.dumps(TINY_CFG))
     open_clip.add_model_config(config)
+    return config
 
 
 @pytest.fixture(autouse=True)
@@ -199,6 +204,74 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     resumed = run(stimuli, tmp_path / "resumed.h5", tmp_path / "cache")
     assert sum(seen) == 7 - 2  # the first batch of 2 was kept
     assert not list((tmp_path / "cache").glob("*.partial.h5"))
+    assert_same_file(reference, resumed)
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_batches_run_in_inference_mode_channels_last_and_bf16_on_gpu(tmp_path, monkeypatch, device):
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append({
+            "rows": inputs[0].shape[0],
+            "channels_last": inputs[0].is_contiguous(memory_format=torch.channels_last),
+            "weights_channels_last": module.weight.is_contiguous(memory_format=torch.channels_last),
+            "inference_mode": torch.is_inference_mode_enabled(),
+            "autocast": torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device),
+        })
+
+    hook_backbone(monkeypatch, {"conv1": record})
+    run(write_pixels(tmp_path / "stimuli.h5", images(5)), tmp_path / "f.h5", tmp_path / "cache", batch_size=4,
+        device=device)
+    assert [batch["rows"] for batch in seen] == [4, 1]
+    first = seen[0]  # the 4-row batch: a 1-row one is contiguous in both layouts
+    assert first["channels_last"] and first["weights_channels_last"] and first["inference_mode"]
+    assert first["autocast"] == (torch.bfloat16 if device == "cuda" else False)
+
+
+KILLABLE_EXTRACTION = """
+import sys, time
+import open_clip
+from tbdencoder.features import extract
+
+config, model_name, stimuli, out, cache_dir = sys.argv[1:]
+open_clip.add_model_config(config)
+write_batch = extract._write_batch
+
+def write_slowly(h5, rows, features, copies):
+    time.sleep(0.5)  # the parent kills us in such a pause, with a computed batch not yet written
+    write_batch(h5, rows, features, copies)
+    print(len(rows), flush=True)
+
+extract._write_batch = write_slowly
+extract.extract_features(stimuli, out, model_name=model_name, pretrained=None, random_init=True, layers=[1, 3],
+                         grid_size=2, batch_size=2, seed=0, cache_dir=cache_dir)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, monkeypatch, tiny_model):
+    stimuli = write_pixels(tmp_path / "stimuli.h5", images(9))
+    reference = run(stimuli, tmp_path / "reference.h5", tmp_path / "reference_cache")
+    cache = tmp_path / "cache"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_EXTRACTION, str(tiny_model), TINY, str(stimuli), str(tmp_path / "resumed.h5"),
+         str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flushed = [child.stdout.readline() for _ in range(2)]
+    child.kill()  # SIGKILL: no exception handler, no file closing
+    _, stderr = child.communicate(timeout=60)
+    assert flushed == ["2\n", "2\n"], stderr
+    assert child.returncode == -signal.SIGKILL
+    (partial,) = cache.glob("*.partial.h5")
+    with h5py.File(partial, "r") as h5:
+        assert h5["done"][:].sum() == 4
+    assert not (tmp_path / "resumed.h5").exists()
+
+    seen, count = row_counter()
+    hook_backbone(monkeypatch, {"conv1": count})
+    resumed = run(stimuli, tmp_path / "resumed.h5", cache)
+    assert sum(seen) == 9 - 4  # the two flushed batches were kept
+    assert not list(cache.glob("*.partial.h5"))
     assert_same_file(reference, resumed)
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 import tbdencoder
 from tbdencoder.features.backbones import BackboneSpec, load_backbone, resolve_backbone
 from tbdencoder.io import atomic_path, get_logger, text_sha256
+from tbdencoder.models.ridge_solver import resolve_device
 
 log = get_logger("features.extract")
 
@@ -122,7 +123,7 @@ def extract_features(
         log.info("cache hit: %s", final)
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
-        _compute(final, stimuli, spec, attrs, layers, grid_size, batch_size, num_workers, _device(device), seed)
+        _compute(final, stimuli, spec, attrs, layers, grid_size, batch_size, num_workers, resolve_device(device), seed)
     _materialise(final, out_path)
     log.info("wrote %s", out_path)
     return Path(out_path)
@@ -173,12 +174,6 @@ def _check_layers(layers: list[int], depth: int) -> list[int]:
     if not layers or layers[0] < 1 or layers[-1] > depth:
         raise ValueError(f"layers must be block indices in 1..{depth}, got {layers}")
     return layers
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, layers: list[int], grid_size: int,
