@@ -57,10 +57,12 @@ running_pid() {
     echo "$pid"
 }
 
-# run a daemon in the foreground of a new session, logging to $DIR/log/NAME.log; remember its pid
+# run a daemon (unless it runs already) in the foreground of a new session, logging to $DIR/log/NAME.log;
+# remember its pid
 launch() {
     local name=$1
     shift
+    running_pid "$name" >/dev/null && return
     setsid "$@" </dev/null >>"$DIR/log/$name.log" 2>&1 &
     echo $! >"$(pidfile "$name")"
 }
@@ -149,6 +151,8 @@ unlink_configs() {
 }
 
 sql() { mariadb --no-defaults --socket="$DIR/mysql.sock" -u root "$@"; }
+node_idle() { [[ $(sinfo --noheader --nodes=localhost --format=%t) == idle ]]; }
+no_jobs() { [[ -z $(squeue --noheader) ]]; }
 
 start() {
     if running_pid slurmd >/dev/null; then
@@ -187,7 +191,7 @@ start() {
     launch slurmctld slurmctld -D
     wait_for 60 slurmctld scontrol ping
     launch slurmd slurmd -D -N localhost
-    wait_for 120 "the node to be idle" bash -c '[[ $(sinfo --noheader --nodes=localhost --format=%t) == idle ]]'
+    wait_for 120 "the node to be idle" node_idle
     log "up: partition $PARTITION, account $ACCOUNT"
 }
 
@@ -203,7 +207,7 @@ stop() {
     local name pid i
     if running_pid slurmctld >/dev/null; then
         squeue --noheader --format=%A | xargs --no-run-if-empty scancel || true
-        wait_for 30 "jobs to end" bash -c '[[ -z $(squeue --noheader) ]]' || true
+        wait_for 30 "jobs to end" no_jobs || true
     fi
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         name=${DAEMONS[i]}

@@ -72,11 +72,11 @@ def slurm_cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     env = dict(os.environ, SLURM_CLUSTER_DIR=str(state))
     try:
-        start = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=600)
+        start = subprocess.run(["bash", SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=600)
         assert start.returncode == 0, f"{SCRIPT} start failed:\n{start.stdout}{start.stderr}"
         yield env
     finally:
-        subprocess.run([SCRIPT, "stop"], env=env, timeout=300)
+        subprocess.run(["bash", SCRIPT, "stop"], env=env, timeout=300)
 
 
 def node_memory_mb(env: dict) -> int:
