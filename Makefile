@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test repro pull clean
+.PHONY: install run test bench repro pull clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Performance comparisons (printed ratios, not pass/fail); QUICK=1 for smaller runs.
+bench: install
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 # DVC: rerun the stages a params.yaml change touches (dvc.yaml), and fetch results from a remote.
 repro: install

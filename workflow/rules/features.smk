@@ -23,4 +23,4 @@ rule features:
         "tbdencoder --threads {threads} features --stimuli {input} --out {output}"
         " --model {params.spec[model]} {params.weights} --layers {params.layers}"
         " --grid-size {params.spec[grid_size]} --batch-size {params.spec[batch_size]}"
-        " --seed {params.spec[seed]} --cache-dir results/features/cache > {log} 2>&1"
+        " --seed {params.spec[seed]} --num-workers {threads} --cache-dir results/features/cache > {log} 2>&1"

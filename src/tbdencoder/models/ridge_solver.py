@@ -171,9 +171,12 @@ class _Solver:
         r = self.refit.eigenvalues.numel()
         n_val = max(fold.val.numel() for fold in self.folds)
         # float32 columns alive at once: Y (host + device), X'Y, training stats, coordinates, validation
-        # targets, coef (device + host), and per alpha the shrunk coordinates and validation residuals
-        bytes_per_target = 4 * (2 * n + 5 * p + 2 * r + 2 * n_val + len(self.alphas) * (r + n_val))
-        size = int(MEMORY_FRACTION * _free_memory(self.device) // bytes_per_target)
+        # targets, coef (device + host), and per alpha the validation residuals
+        bytes_per_target = 4 * (2 * n + 5 * p + 2 * r + 2 * n_val + len(self.alphas) * n_val)
+        # whatever the batch: a fold's validation operator scaled for every alpha
+        operators_bytes = 4 * len(self.alphas) * max(fold.val_operator.numel() for fold in self.folds)
+        budget = MEMORY_FRACTION * _free_memory(self.device) - operators_bytes
+        size = int(budget // bytes_per_target)
         if max_batch_targets is not None:
             size = min(size, max_batch_targets)
         return max(1, min(size, n_targets))
@@ -206,8 +209,15 @@ class _Solver:
 
 
 def _eigh(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (clipped at 0) and eigenvectors of a float64 positive semi-definite matrix."""
-    eigenvalues, vectors = torch.linalg.eigh(gram)
+    """Eigenvalues (clipped at 0) and eigenvectors of a float64 positive semi-definite matrix.
+
+    On the CPU through numpy: its LAPACK (OpenBLAS) measured 1.4-4.7x faster than torch's (MKL) for
+    sizes 300-3072 on the development machine's AMD EPYC.
+    """
+    if gram.device.type == "cpu":
+        eigenvalues, vectors = (torch.from_numpy(array) for array in np.linalg.eigh(gram.numpy()))
+    else:
+        eigenvalues, vectors = torch.linalg.eigh(gram)
     return eigenvalues.clamp_(min=0), vectors
 
 
@@ -221,10 +231,10 @@ def _r2_per_alpha(Y_val: torch.Tensor, fold: _Fold, coords: torch.Tensor, shrink
     else:  # residual = (part of Y_val outside the basis) + (in-basis residual)
         target = fold.val_basis.T @ Y_val
         outside_ss = (_sum_of_squares(Y_val) - _sum_of_squares(target)).clamp_(min=0)
-    (r, b), n_alphas = coords.shape, shrink.shape[1]
-    shrunk = (coords[:, None, :] * shrink[:, :, None]).view(r, n_alphas * b)
-    residuals = (fold.val_operator @ shrunk).view(-1, n_alphas, b).sub_(target[:, None, :])
-    residual_ss = _sum_of_squares(residuals) + outside_ss
+    # (n_alphas * m, r) operators with the shrinkage folded in: fewer elements to scale than the coordinates
+    operators = (shrink.T[:, None, :] * fold.val_operator).flatten(0, 1)
+    residuals = (operators @ coords).view(shrink.shape[1], *target.shape).sub_(target)
+    residual_ss = _sum_of_squares(residuals.transpose(0, 1)) + outside_ss
     total_ss = _sum_of_squares(Y_val - Y_val.mean(0))
     r2 = 1.0 - residual_ss / total_ss
     r2[:, total_ss == 0] = 0.0
