@@ -9,7 +9,8 @@ from himalaya.scoring import r2_score
 from sklearn.model_selection import KFold
 
 from tbdencoder.models import ridge_solver
-from tbdencoder.models.ridge_solver import resolve_device, ridge_cv
+from tbdencoder.device import resolve_device
+from tbdencoder.models.ridge_solver import ridge_cv
 
 ALPHAS = np.logspace(-2, 5, 8)
 SHAPES = {  # (n, p): which form each fold uses

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import tbdencoder
 from tbdencoder.features.backbones import BackboneSpec, load_backbone, resolve_backbone
 from tbdencoder.io import atomic_path, get_logger, text_sha256
-from tbdencoder.models.ridge_solver import resolve_device
+from tbdencoder.device import resolve_device
 
 log = get_logger("features.extract")
 

@@ -23,6 +23,8 @@ import numpy as np
 import psutil
 import torch
 
+from tbdencoder.device import resolve_device
+
 MEMORY_FRACTION = 0.25  # share of the device's free memory that one batch of targets may use
 TIE_SLOPE = 1e-10  # added score per unit of log(alpha): equal scores pick the larger alpha (as himalaya)
 
@@ -31,17 +33,6 @@ class RidgeCVResult(NamedTuple):
     coef: np.ndarray  # (p, t) float32, refit on all rows with each target's alpha
     alpha: np.ndarray  # (t,) float64, the chosen alpha of every target
     cv_score: np.ndarray  # (t,) float64, R^2 at the chosen alpha, averaged over folds
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when a GPU is visible, else CPU; 'cpu', 'cuda' and 'cuda:N' as given."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but torch sees no CUDA GPU")
-    return torch.device(device)
 
 
 def ridge_cv(
