@@ -25,12 +25,13 @@ log = get_logger("evaluate")
 
 
 def _summary(r: np.ndarray, score: np.ndarray | None, noise_ceiling: np.ndarray | None) -> dict:
-    finite = score is not None and np.isfinite(score).any()
+    """The json summary of a set of vertices: the table row's statistics, with null for undefined ones."""
+    row = _row(r, score)
     return {
-        "n_vertices": int(r.size),
-        "mean_r": float(r.mean()),
-        "median_r": float(np.median(r)),
-        "challenge_score": float(np.nanmean(score)) if finite else None,
+        "n_vertices": row["n_vertices"],
+        "mean_r": row["mean_r"],
+        "median_r": row["median_r"],
+        "challenge_score": _finite(row["mean_score"]),
         "noise_ceiling_mean": float(noise_ceiling.mean()) if noise_ceiling is not None else None,
     }
 
