@@ -1,4 +1,5 @@
-# tbdencoder: features -> fit -> evaluate for every subject x hemisphere x model.
+# tbdencoder: features -> fit -> evaluate for every fMRI subject x hemisphere x model and every
+# MEG subject x model (training subjects by scene-grouped CV, held-out subjects from the others).
 # Scientific parameters: params.yaml. Runtime settings: workflow/profiles/.
 from snakemake.utils import min_version
 
@@ -21,6 +22,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/fmri.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/meg.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -33,3 +35,4 @@ rule all:
             subject=SUBJECTS,
             hemi=HEMISPHERES,
         ),
+        expand("results/figures/meg_{subject}_{figure}.png", subject=MEG_SUBJECTS + MEG_HELDOUT, figure=MEG_FIGURES),

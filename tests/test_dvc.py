@@ -18,12 +18,14 @@ BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 # Names in workflow/rules/common.smk that stand for params.yaml keys.
 ALIASES = {"FMRI": "fmri", "SUBJECTS": "fmri.subjects", "HEMISPHERES": "fmri.hemispheres", "MODELS": "models",
-           "BACKBONES": "features.backbones", "SIMULATE_FMRI": "simulate.fmri"}
+           "BACKBONES": "features.backbones", "SIMULATE_FMRI": "simulate.fmri", "MEG_SUBJECTS": "meg.subjects",
+           "MEG_HELDOUT": "meg.heldout_subjects", "MEG_MODELS": "meg.models", "SIMULATE_MEG": "simulate.meg"}
 
 
 def _stages():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    text = re.sub(r"\$\{fmri\.dataset_dir\}", params["fmri"]["dataset_dir"], (REPO / "dvc.yaml").read_text())
+    text = re.sub(r"\$\{(fmri|meg)\.dataset_dir\}", lambda m: params[m.group(1)]["dataset_dir"],
+                  (REPO / "dvc.yaml").read_text())
     return yaml.safe_load(text)["stages"]
 
 
@@ -50,6 +52,7 @@ def _config_keys(text):
     keys = set(re.findall(r'config\["(\w+)"\]', text))
     keys |= {f"{a}.{b}" for a, b in re.findall(r'config\["(\w+)"\]\["(\w+)"\]', text)}
     keys |= {f"fmri.{k}" for k in re.findall(r'FMRI\["(\w+)"\]', text)}
+    keys |= {f"meg.{k}" for k in re.findall(r'\bMEG(?:\["|\.get\(")(\w+)"', text)}
     keys |= {key for alias, key in ALIASES.items() if re.search(rf"\b{alias}\b", text)}
     return keys
 
@@ -88,7 +91,7 @@ def test_every_params_key_a_rule_reads_is_declared_on_its_stage():
             undeclared = {k for k in _config_keys(text) if not _covered(k, declared)}
             assert not undeclared, f"stage {name}: rule {rule} reads {sorted(undeclared)} not listed under params"
         # input functions in common.smk used by these rules
-        for function in re.findall(r"^def (\w+)\(wildcards\)", common, re.M):
+        for function in re.findall(r"^def (\w+)\(", common, re.M):
             if any(function in sources[r][1] for r in _stage_rules(stage)):
                 body = common.split(f"def {function}(")[1].split("\ndef ")[0]
                 assert all(_covered(k, declared) for k in _config_keys(body)), (name, function)
@@ -100,7 +103,11 @@ TINY = {
     "features": {"backbones": {"clip_vitb32": {"model": "ViT-S-32", "layers": [1, 2], "batch_size": 64}}},
     "models": {name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge")},
     "fit": {"alphas": [1.0, 100.0, 10000.0], "cv_folds": 3},
+    "meg": {"subjects": [1, 2], "heldout_subjects": [60],
+            "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual")},
+            "fit": {"outer_folds": 3, "inner_folds": 3}},
 }
+TINY["simulate"]["meg"] = {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}
 
 
 def _merge(base, override):

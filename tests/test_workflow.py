@@ -118,7 +118,7 @@ def test_rerun_does_nothing_and_features_come_from_cache(workflow_run):
     result = snakemake(workflow_run, "results/features/clip_vitb32/fmri_subj01.h5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert features.read_bytes() == before
-    assert "cache" in (workflow_run / "logs/features/clip_vitb32_subj01.log").read_text().lower()
+    assert "cache" in (workflow_run / "logs/features/clip_vitb32_fmri_subj01.log").read_text().lower()
 
 
 def test_report_holds_the_figures(workflow_run):

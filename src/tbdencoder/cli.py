@@ -17,6 +17,72 @@ def _simulate_fmri(a: argparse.Namespace) -> None:
     )
 
 
+def _screen(a: argparse.Namespace):
+    from tbdencoder.data.crops import ScreenGeometry
+
+    return ScreenGeometry(a.screen_width_px, a.screen_height_px, a.screen_width_cm, a.viewing_distance_cm)
+
+
+def _simulate_meg(a: argparse.Namespace) -> None:
+    from tbdencoder.simulate.meg import simulate_meg
+
+    simulate_meg(
+        a.out_dir, subjects=a.subjects, n_sessions=a.n_sessions, n_trials_per_session=a.n_trials_per_session,
+        n_scenes=a.n_scenes, scene_size_px=tuple(a.scene_size_px), repeat_fraction=a.repeat_fraction,
+        sfreq_hz=a.sfreq_hz, latency_s=a.latency_s, parafoveal_gain=a.parafoveal_gain, snr=a.snr,
+        line_freq_hz=a.line_freq_hz, screen=_screen(a), crop_dva=a.crop_dva, seed=a.seed,
+    )
+
+
+def _meg_fixations(a: argparse.Namespace) -> None:
+    from tbdencoder.data.avs import prepare_fixations
+
+    prepare_fixations(a.dataset_dir, a.subject, a.out, on_bad=a.on_bad)
+
+
+def _preprocess_meg(a: argparse.Namespace) -> None:
+    from tbdencoder.data.meg import preprocess_meg
+
+    baseline = None if not a.baseline_s else tuple(None if b.lower() == "none" else float(b) for b in a.baseline_s)
+    preprocess_meg(
+        a.fixations, a.dataset_dir, a.out, line_freq_hz=a.line_freq_hz, l_freq_hz=a.l_freq_hz, h_freq_hz=a.h_freq_hz,
+        sfreq_hz=a.sfreq_hz, tmin_s=a.tmin_s, tmax_s=a.tmax_s, baseline_s=baseline,
+        reject_grad=None if a.reject_grad in ("none", "None") else float(a.reject_grad), on_bad=a.on_bad,
+        n_jobs=a.threads or 1,
+    )
+
+
+def _meg_crops(a: argparse.Namespace) -> None:
+    from tbdencoder.data.crop_stimuli import write_crop_stimuli
+
+    write_crop_stimuli(a.fixations, a.out, dva=a.dva, screen=_screen(a), padding=a.padding, pad_value=a.pad_value)
+
+
+def _meg_fit_kwargs(a: argparse.Namespace) -> dict:
+    return dict(model_name=a.model_name, backbone=a.backbone, streams=a.streams, layers=a.layers, tokens=a.tokens,
+                alphas=a.alphas, n_folds=a.outer_folds, inner_folds=a.inner_folds, seed=a.seed, device=a.device)
+
+
+def _fit_meg(a: argparse.Namespace) -> None:
+    from tbdencoder.fit_meg import fit_meg_subject
+
+    fit_meg_subject(a.epochs, a.features, a.out, **_meg_fit_kwargs(a))
+
+
+def _fit_meg_heldout(a: argparse.Namespace) -> None:
+    from tbdencoder.fit_meg import fit_meg_heldout
+
+    fit_meg_heldout(a.train_epochs, a.train_features, a.epochs, a.features, a.out, **_meg_fit_kwargs(a))
+
+
+def _evaluate_meg(a: argparse.Namespace) -> None:
+    from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject
+
+    figures = {"r_time": a.figure_r_time, "topomap": a.figure_topomap, "dual_vs_foveal": a.figure_dual_vs_foveal}
+    evaluate_meg_subject(a.epochs, a.fits, a.metrics_out, a.scores_out, figures, max_distance_px=a.max_distance_px,
+                         min_pairs=a.min_pairs, n_best_sensors=a.n_best_sensors, compare=tuple(a.compare))
+
+
 def _prepare_fmri(a: argparse.Namespace) -> None:
     from tbdencoder.data.prepare_fmri import prepare_fmri
 
@@ -51,7 +117,7 @@ def _evaluate(a: argparse.Namespace) -> None:
 def _merge_metrics(a: argparse.Namespace) -> None:
     from tbdencoder.evaluate.evaluate_fmri import merge_metrics
 
-    merge_metrics(a.inputs, a.out)
+    merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs)
 
 
 def _validate_params(a: argparse.Namespace) -> None:
@@ -59,6 +125,13 @@ def _validate_params(a: argparse.Namespace) -> None:
 
     load_params(a.params)
     print(f"{a.params}: valid")
+
+
+def _add_screen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--screen-width-px", type=int, required=True)
+    p.add_argument("--screen-height-px", type=int, required=True)
+    p.add_argument("--screen-width-cm", type=float, required=True)
+    p.add_argument("--viewing-distance-cm", type=float, required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.set_defaults(func=_simulate_fmri)
 
+    p = sim.add_parser("meg", help="AVS-style free-viewing MEG (FIF, metadata.csv, scenes) from a known ground truth")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--subjects", type=int, nargs="+", required=True, help="metadata subject numbers")
+    p.add_argument("--n-sessions", type=int, required=True)
+    p.add_argument("--n-trials-per-session", type=int, required=True)
+    p.add_argument("--n-scenes", type=int, required=True)
+    p.add_argument("--scene-size-px", type=int, nargs=2, required=True, metavar=("WIDTH", "HEIGHT"))
+    p.add_argument("--repeat-fraction", type=float, required=True)
+    p.add_argument("--sfreq-hz", type=float, required=True)
+    p.add_argument("--latency-s", type=float, required=True)
+    p.add_argument("--parafoveal-gain", type=float, required=True)
+    p.add_argument("--snr", type=float, required=True)
+    p.add_argument("--line-freq-hz", type=float, required=True)
+    p.add_argument("--crop-dva", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    _add_screen_args(p)
+    p.set_defaults(func=_simulate_meg)
+
     p = steps.add_parser("prepare-fmri", help="Algonauts 2023 subject -> responses.h5 + stimuli.h5")
     p.add_argument("--dataset-dir", type=Path, required=True)
     p.add_argument("--subject", required=True)
@@ -89,6 +180,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responses-out", type=Path, required=True)
     p.add_argument("--stimuli-out", type=Path, required=True)
     p.set_defaults(func=_prepare_fmri)
+
+    p = steps.add_parser("meg-fixations", help="one subject's fixations from an AVS metadata.csv -> fixations.tsv")
+    p.add_argument("--dataset-dir", type=Path, required=True)
+    p.add_argument("--subject", type=int, required=True, help="metadata subject number")
+    p.add_argument("--on-bad", choices=["drop", "error"], required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_meg_fixations)
+
+    p = steps.add_parser("preprocess-meg", help="raw FIF -> fixation-locked gradiometer epochs (epochs.h5)")
+    p.add_argument("--fixations", type=Path, required=True)
+    p.add_argument("--dataset-dir", type=Path, required=True)
+    p.add_argument("--line-freq-hz", type=float, required=True)
+    p.add_argument("--l-freq-hz", type=float, required=True)
+    p.add_argument("--h-freq-hz", type=float, required=True)
+    p.add_argument("--sfreq-hz", type=float, required=True)
+    p.add_argument("--tmin-s", type=float, required=True)
+    p.add_argument("--tmax-s", type=float, required=True)
+    p.add_argument("--baseline-s", nargs="*", default=[], help="start end (seconds or 'none'); nothing: no baseline")
+    p.add_argument("--reject-grad", required=True, help="peak-to-peak T/m, or 'none'")
+    p.add_argument("--on-bad", choices=["drop", "error"], required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_preprocess_meg)
+
+    p = steps.add_parser("meg-crops", help="foveal + parafoveal crops of every fixation -> stimuli.h5")
+    p.add_argument("--fixations", type=Path, required=True)
+    p.add_argument("--dva", type=float, required=True)
+    p.add_argument("--padding", choices=["constant", "edge", "drop"], required=True)
+    p.add_argument("--pad-value", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    _add_screen_args(p)
+    p.set_defaults(func=_meg_crops)
 
     p = steps.add_parser("features", help="multi-layer backbone features of a stimuli file")
     p.add_argument("--stimuli", type=Path, required=True)
@@ -122,6 +244,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_fit)
 
+    for name, func, help_text in (
+        ("fit-meg", _fit_meg, "time-resolved ridge for one MEG subject, cross-validated by scene"),
+        ("fit-meg-heldout", _fit_meg_heldout, "predict a held-out MEG subject from the training subjects"),
+    ):
+        p = steps.add_parser(name, help=help_text)
+        p.add_argument("--epochs", type=Path, required=True)
+        p.add_argument("--features", type=Path, required=True)
+        if func is _fit_meg_heldout:
+            p.add_argument("--train-epochs", type=Path, nargs="+", required=True)
+            p.add_argument("--train-features", type=Path, nargs="+", required=True)
+        p.add_argument("--model-name", required=True)
+        p.add_argument("--backbone", required=True)
+        p.add_argument("--streams", nargs="+", required=True, choices=["foveal", "parafoveal"])
+        p.add_argument("--layers", type=int, nargs="+", required=True)
+        p.add_argument("--tokens", nargs="+", required=True, choices=["cls", "grid"])
+        p.add_argument("--alphas", type=float, nargs="+", required=True)
+        p.add_argument("--outer-folds", type=int, required=True)
+        p.add_argument("--inner-folds", type=int, required=True)
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--out", type=Path, required=True)
+        p.set_defaults(func=func)
+
+    p = steps.add_parser("evaluate-meg", help="score a MEG subject's fits; noise ceiling, figures, metrics")
+    p.add_argument("--epochs", type=Path, required=True)
+    p.add_argument("--fits", type=Path, nargs="+", required=True)
+    p.add_argument("--metrics-out", type=Path, required=True)
+    p.add_argument("--scores-out", type=Path, required=True)
+    p.add_argument("--figure-r-time", type=Path, required=True)
+    p.add_argument("--figure-topomap", type=Path, required=True)
+    p.add_argument("--figure-dual-vs-foveal", type=Path, required=True)
+    p.add_argument("--max-distance-px", type=float, required=True, help="gaze distance of a repeat pair")
+    p.add_argument("--min-pairs", type=int, required=True)
+    p.add_argument("--n-best-sensors", type=int, default=10)
+    p.add_argument("--compare", nargs=2, default=["foveal", "dual"], metavar=("BASE", "OTHER"))
+    p.set_defaults(func=_evaluate_meg)
+
     p = steps.add_parser("evaluate", help="score a subject's fits; metrics, figure, submission")
     p.add_argument("--responses", type=Path, required=True)
     p.add_argument("--fits", type=Path, nargs="+", required=True)
@@ -136,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = steps.add_parser("merge-metrics", help="merge per-subject metrics into results/metrics.json")
     p.add_argument("--inputs", type=Path, nargs="+", required=True)
+    p.add_argument("--meg-inputs", type=Path, nargs="*", default=[], help="per-subject MEG metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
 

@@ -42,18 +42,9 @@ def _check_references(params: dict[str, Any], source: str) -> None:
                 f"(an open_clip tag or checkpoint path) and 'random_init: true'"
             )
     for name, spec in params["models"].items():
-        backbone = backbones.get(spec["backbone"])
-        if backbone is None:
-            raise ParamsError(
-                f"{source}: key 'models.{name}.backbone': '{spec['backbone']}' is not one of "
-                f"features.backbones {sorted(backbones)}"
-            )
-        missing = sorted(set(spec["layers"]) - set(backbone["layers"]))
-        if missing:
-            raise ParamsError(
-                f"{source}: key 'models.{name}.layers': layers {missing} are not extracted by "
-                f"backbone '{spec['backbone']}' (features.backbones.{spec['backbone']}.layers)"
-            )
+        _check_model_features(f"models.{name}", spec, backbones, source)
+    if "meg" in params:
+        _check_meg(params["meg"], backbones, source)
     if params["evaluation"]["submission_model"] not in params["models"]:
         raise ParamsError(
             f"{source}: key 'evaluation.submission_model': '{params['evaluation']['submission_model']}' "
@@ -65,6 +56,45 @@ def _check_references(params: dict[str, Any], source: str) -> None:
             f"{source}: key 'simulate.fmri.n_vertices': expected one entry per subject "
             f"({len(params['fmri']['subjects'])}), got {len(sim['n_vertices'])}"
         )
+
+
+def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
+    """A model's backbone must be defined and extract every layer the model uses."""
+    backbone = backbones.get(spec["backbone"])
+    if backbone is None:
+        raise ParamsError(
+            f"{source}: key '{key}.backbone': '{spec['backbone']}' is not one of features.backbones {sorted(backbones)}"
+        )
+    missing = sorted(set(spec["layers"]) - set(backbone["layers"]))
+    if missing:
+        raise ParamsError(
+            f"{source}: key '{key}.layers': layers {missing} are not extracted by "
+            f"backbone '{spec['backbone']}' (features.backbones.{spec['backbone']}.layers)"
+        )
+
+
+def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
+    for name, spec in meg["models"].items():
+        _check_model_features(f"meg.models.{name}", spec, backbones, source)
+    both = sorted(set(meg["subjects"]) & set(meg["heldout_subjects"]))
+    if both:
+        raise ParamsError(f"{source}: key 'meg.heldout_subjects': subjects {both} are also training subjects")
+    if meg["heldout_subjects"] and not meg["subjects"]:
+        raise ParamsError(f"{source}: key 'meg.subjects': a held-out subject needs at least one training subject")
+    undefined = sorted(set(meg["evaluation"]["compare"]) - set(meg["models"]))
+    if undefined:
+        raise ParamsError(f"{source}: key 'meg.evaluation.compare': {undefined} are not meg.models {sorted(meg['models'])}")
+    pre = meg["preprocessing"]
+    if not pre["tmin_s"] < pre["tmax_s"]:
+        raise ParamsError(f"{source}: key 'meg.preprocessing': tmin_s ({pre['tmin_s']}) must be below tmax_s ({pre['tmax_s']})")
+    if not pre["l_freq_hz"] < pre["h_freq_hz"] < pre["sfreq_hz"] / 2:
+        raise ParamsError(
+            f"{source}: key 'meg.preprocessing': need l_freq_hz < h_freq_hz < sfreq_hz / 2, got "
+            f"{pre['l_freq_hz']}, {pre['h_freq_hz']}, {pre['sfreq_hz']}"
+        )
+    baseline = pre["baseline_s"]
+    if baseline is not None and any(b is not None and not pre["tmin_s"] <= b <= pre["tmax_s"] for b in baseline):
+        raise ParamsError(f"{source}: key 'meg.preprocessing.baseline_s': {baseline} must lie within tmin_s..tmax_s")
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

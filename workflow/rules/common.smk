@@ -5,12 +5,20 @@ HEMISPHERES = FMRI["hemispheres"]
 MODELS = config["models"]
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = config.get("simulate", {}).get("fmri", {"enabled": False})
+# MEG (optional: a params file without a `meg` section runs the fMRI half only).
+MEG = config.get("meg", {})
+MEG_SUBJECTS = [f"sub-{number:02d}" for number in MEG.get("subjects", [])]
+MEG_HELDOUT = [f"sub-{number:02d}" for number in MEG.get("heldout_subjects", [])]
+MEG_MODELS = MEG.get("models", {})
+SIMULATE_MEG = config.get("simulate", {}).get("meg", {"enabled": False})
+MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal"]
 
 
 wildcard_constraints:
-    subject=r"subj\d\d",
+    subject=r"subj\d\d|sub-\d\d",
+    modality="fmri|meg",
     hemi="lh|rh",
-    model="|".join(MODELS),
+    model="|".join([*MODELS, *MEG_MODELS]),
     backbone="|".join(BACKBONES),
 
 
@@ -26,3 +34,39 @@ def dataset_dir():
 
 def model_features(wildcards):
     return f"results/features/{MODELS[wildcards.model]['backbone']}/fmri_{wildcards.subject}.h5"
+
+
+
+def meg_dataset_dir():
+    """The AVS-style folder: made by rule simulate_meg when simulating, else the user's data."""
+    return MEG["dataset_dir"]
+
+
+def subject_number(wildcards):
+    """sub-07 -> 7 (the metadata's `subject` value)."""
+    return int(wildcards.subject.removeprefix("sub-"))
+
+
+def screen_args():
+    screen = MEG["screen"]
+    return (f"--screen-width-px {screen['width_px']} --screen-height-px {screen['height_px']}"
+            f" --screen-width-cm {screen['width_cm']} --viewing-distance-cm {screen['viewing_distance_cm']}")
+
+
+def meg_model_features(wildcards, subject=None):
+    backbone = MEG_MODELS[wildcards.model]["backbone"]
+    return f"results/features/{backbone}/meg_{subject or wildcards.subject}.h5"
+
+
+def meg_fit_args(wildcards):
+    spec, fit = MEG_MODELS[wildcards.model], MEG["fit"]
+    return (f"--model-name {wildcards.model} --backbone {spec['backbone']} --streams {join(spec['streams'])}"
+            f" --layers {join(spec['layers'])} --tokens {join(spec['tokens'])} --alphas {join(fit['alphas'])}"
+            f" --outer-folds {fit['outer_folds']} --inner-folds {fit['inner_folds']} --seed {fit['seed']}")
+
+
+def meg_dva_to_px(dva):
+    """Screen pixels spanned by `dva` degrees with the configured screen geometry."""
+    from tbdencoder.data.crops import ScreenGeometry
+
+    return ScreenGeometry(**MEG["screen"]).dva_to_px(dva)

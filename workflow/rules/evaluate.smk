@@ -31,9 +31,10 @@ rule evaluate:
 
 
 rule merge_metrics:
-    """results/metrics.json: all subjects plus the per-model mean over subjects."""
+    """results/metrics.json: all fMRI subjects plus the per-model mean over subjects, and the MEG summary."""
     input:
-        expand("results/metrics/{subject}.json", subject=SUBJECTS),
+        fmri=expand("results/metrics/{subject}.json", subject=SUBJECTS),
+        meg=expand("results/metrics/meg_{subject}.json", subject=MEG_SUBJECTS + MEG_HELDOUT),
     output:
         "results/metrics.json",
     log:
@@ -41,4 +42,4 @@ rule merge_metrics:
     conda:
         "../envs/tbdencoder.yaml"
     shell:
-        "tbdencoder merge-metrics --inputs {input} --out {output} > {log} 2>&1"
+        "tbdencoder merge-metrics --inputs {input.fmri} --meg-inputs {input.meg} --out {output} > {log} 2>&1"

@@ -1,9 +1,10 @@
 rule features:
-    """Multi-layer backbone features of one subject's images (content-addressed cache under results/features/cache)."""
+    """Multi-layer backbone features of one subject's stimuli: fMRI images or MEG fixation crops
+    (content-addressed cache under results/features/cache)."""
     input:
-        "results/fmri/{subject}/stimuli.h5",
+        "results/{modality}/{subject}/stimuli.h5",
     output:
-        "results/features/{backbone}/fmri_{subject}.h5",
+        "results/features/{backbone}/{modality}_{subject}.h5",
     params:
         spec=lambda wc: BACKBONES[wc.backbone],
         layers=lambda wc: join(BACKBONES[wc.backbone]["layers"]),
@@ -13,11 +14,11 @@ rule features:
             else f"--pretrained {BACKBONES[wc.backbone]['pretrained']}"
         ),
     log:
-        "logs/features/{backbone}_{subject}.log",
+        "logs/features/{backbone}_{modality}_{subject}.log",
     conda:
         "../envs/tbdencoder.yaml"
     benchmark:
-        "logs/benchmarks/features/{backbone}_{subject}.tsv"
+        "logs/benchmarks/features/{backbone}_{modality}_{subject}.tsv"
     threads: 2
     shell:
         "tbdencoder --threads {threads} features --stimuli {input} --out {output}"

@@ -18,3 +18,27 @@ rule simulate_fmri:
         " --n-test-images {params.sim[n_test_images]} --n-shared-images {params.sim[n_shared_images]}"
         " --image-size-px {params.sim[image_size_px]} --n-repeats {params.sim[n_repeats]}"
         " --seed {params.sim[seed]} > {log} 2>&1"
+
+
+rule simulate_meg:
+    """Simulated AVS-style free-viewing MEG dataset (FIF, metadata.csv, scenes) with its ground truth."""
+    output:
+        directory(MEG["dataset_dir"] if SIMULATE_MEG["enabled"] else "data/simulated/.disabled_meg"),
+    params:
+        sim=SIMULATE_MEG,
+        subjects=join(MEG.get("subjects", []) + MEG.get("heldout_subjects", [])),
+        scene_size=join(SIMULATE_MEG.get("scene_size_px", [])),
+        screen=screen_args() if MEG else "",
+        dva=MEG.get("crops", {}).get("dva"),
+    log:
+        "logs/simulate_meg.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder simulate meg --out-dir {output} --subjects {params.subjects}"
+        " --n-sessions {params.sim[n_sessions]} --n-trials-per-session {params.sim[n_trials_per_session]}"
+        " --n-scenes {params.sim[n_scenes]} --scene-size-px {params.scene_size}"
+        " --repeat-fraction {params.sim[repeat_fraction]} --sfreq-hz {params.sim[sfreq_hz]}"
+        " --latency-s {params.sim[latency_s]} --parafoveal-gain {params.sim[parafoveal_gain]}"
+        " --snr {params.sim[snr]} --line-freq-hz {params.sim[line_freq_hz]} {params.screen} --crop-dva {params.dva}"
+        " --seed {params.sim[seed]} > {log} 2>&1"

@@ -137,9 +137,11 @@ def write_submission(fit_paths: list[str | Path], model: str, submission_dir: st
         raise ValueError(f"submission model {model!r} is not among the fits {[str(p) for p in fit_paths]}")
 
 
-def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path) -> None:
+def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
+                  meg_inputs: list[str | Path] | None = None) -> None:
     """results/metrics.json, compact enough for `dvc metrics show`: per model the mean over subjects,
-    and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail."""
+    and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail;
+    under `meg` the MEG summary (evaluate_meg.meg_summary) when MEG metrics are given."""
     subjects = {}
     for path in subject_metrics:
         data = json.loads(Path(path).read_text())
@@ -156,4 +158,9 @@ def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path) -> No
             "challenge_score": None if None in scores else float(np.mean(scores)),
             "n_subjects": len(alls),
         }
-    atomic_write_text(out_path, json.dumps({"summary": summary, "subjects": subjects}, indent=2))
+    merged = {"summary": summary, "subjects": subjects}
+    if meg_inputs:
+        from tbdencoder.evaluate.evaluate_meg import meg_summary
+
+        merged["meg"] = meg_summary(meg_inputs)
+    atomic_write_text(out_path, json.dumps(merged, indent=2))

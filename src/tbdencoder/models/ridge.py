@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 
 from tbdencoder.models.ridge_solver import ridge_cv
 
@@ -14,7 +14,8 @@ class RidgeEncoder:
     Parameters
     ----------
     alphas : candidate penalties (the grid searched for every target).
-    cv_folds : number of shuffled K-fold splits of the training rows used to pick each target's alpha.
+    cv_folds : number of shuffled K-fold splits of the training rows used to pick each target's alpha
+        (grouped K-fold when `fit` gets groups: no group on both sides of a split).
     seed : seed of the fold shuffling.
     shared_alpha : pick one alpha for all targets (best mean CV score) instead of one per target.
     device : 'auto', 'cpu' or 'cuda' (where the torch solver runs).
@@ -33,7 +34,7 @@ class RidgeEncoder:
         self.device = device
         self.max_batch_targets = max_batch_targets
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "RidgeEncoder":
+    def fit(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None = None) -> "RidgeEncoder":
         X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
         if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
             raise ValueError(f"expected X (n, p) and Y (n, t) with the same n, got {X.shape} and {Y.shape}")
@@ -41,7 +42,10 @@ class RidgeEncoder:
         self.x_scale_ = X.std(0)
         self.x_scale_[self.x_scale_ == 0] = 1.0
         self.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
-        folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X))
+        if groups is None:
+            folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X))
+        else:
+            folds = list(GroupKFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X, groups=groups))
         solution = ridge_cv((X - self.x_mean_) / self.x_scale_, Y, self.alphas, folds,
                             shared_alpha=self.shared_alpha, y_offset=self.intercept_, device=self.device,
                             max_batch_targets=self.max_batch_targets)

@@ -1,0 +1,145 @@
+rule meg_fixations:
+    """One subject's fixations from metadata.csv, with the next fixation of each and its scene image."""
+    input:
+        meg_dataset_dir(),
+    output:
+        "results/meg/{subject}/fixations.tsv",
+    params:
+        number=subject_number,
+        on_bad=MEG.get("bad_fixations"),
+    log:
+        "logs/meg_fixations/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder meg-fixations --dataset-dir {input} --subject {params.number} --on-bad {params.on_bad}"
+        " --out {output} > {log} 2>&1"
+
+
+rule preprocess_meg:
+    """MNE: notch, band-pass, resample, 204 gradiometers, fixation-locked epochs, peak-to-peak rejection."""
+    input:
+        fixations="results/meg/{subject}/fixations.tsv",
+        dataset=meg_dataset_dir(),
+    output:
+        "results/meg/{subject}/epochs.h5",
+    params:
+        pre=MEG.get("preprocessing"),
+        baseline=lambda wc: join("none" if b is None else b for b in MEG["preprocessing"]["baseline_s"] or []),
+        on_bad=MEG.get("bad_fixations"),
+    log:
+        "logs/preprocess_meg/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/preprocess_meg/{subject}.tsv"
+    threads: 2
+    shell:
+        "tbdencoder --threads {threads} preprocess-meg --fixations {input.fixations} --dataset-dir {input.dataset}"
+        " --line-freq-hz {params.pre[line_freq_hz]} --l-freq-hz {params.pre[l_freq_hz]}"
+        " --h-freq-hz {params.pre[h_freq_hz]} --sfreq-hz {params.pre[sfreq_hz]} --tmin-s {params.pre[tmin_s]}"
+        " --tmax-s {params.pre[tmax_s]} --baseline-s {params.baseline} --reject-grad {params.pre[reject_grad]}"
+        " --on-bad {params.on_bad} --out {output} > {log} 2>&1"
+
+
+rule meg_crops:
+    """Foveal and parafoveal crops of every fixation (stimuli file of the shared feature stage)."""
+    input:
+        fixations="results/meg/{subject}/fixations.tsv",
+        dataset=meg_dataset_dir(),
+    output:
+        "results/meg/{subject}/stimuli.h5",
+    params:
+        crops=MEG.get("crops"),
+        screen=screen_args() if MEG else "",
+    log:
+        "logs/meg_crops/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder meg-crops --fixations {input.fixations} --dva {params.crops[dva]} {params.screen}"
+        " --padding {params.crops[padding]} --pad-value {params.crops[pad_value]} --out {output} > {log} 2>&1"
+
+
+rule fit_meg:
+    """Time-resolved ridge for one training subject: out-of-fold predictions, folds grouped by scene."""
+    input:
+        epochs="results/meg/{subject}/epochs.h5",
+        features=meg_model_features,
+    output:
+        "results/fits/meg/{subject}/{model}.h5",
+    wildcard_constraints:
+        subject="|".join(MEG_SUBJECTS) or "^$",
+    params:
+        args=meg_fit_args,
+    log:
+        "logs/fit_meg/{subject}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/fit_meg/{subject}_{model}.tsv"
+    threads: 2
+    shell:
+        "tbdencoder --threads {threads} fit-meg --epochs {input.epochs} --features {input.features}"
+        " {params.args} --out {output} > {log} 2>&1"
+
+
+rule fit_meg_heldout:
+    """A held-out subject predicted by models trained on the training subjects (its scenes left out per fold)."""
+    input:
+        epochs="results/meg/{subject}/epochs.h5",
+        features=meg_model_features,
+        train_epochs=expand("results/meg/{train}/epochs.h5", train=MEG_SUBJECTS),
+        train_features=lambda wc: [meg_model_features(wc, train) for train in MEG_SUBJECTS],
+    output:
+        "results/fits/meg/{subject}/{model}.h5",
+    wildcard_constraints:
+        subject="|".join(MEG_HELDOUT) or "^$",
+    params:
+        args=meg_fit_args,
+    log:
+        "logs/fit_meg/{subject}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/fit_meg/{subject}_{model}.tsv"
+    threads: 2
+    shell:
+        "tbdencoder --threads {threads} fit-meg-heldout --epochs {input.epochs} --features {input.features}"
+        " --train-epochs {input.train_epochs} --train-features {input.train_features}"
+        " {params.args} --out {output} > {log} 2>&1"
+
+
+rule evaluate_meg:
+    """r per sensor x time, noise ceiling from repeated fixations, figures, per-subject metrics."""
+    input:
+        epochs="results/meg/{subject}/epochs.h5",
+        fits=expand("results/fits/meg/{{subject}}/{model}.h5", model=MEG_MODELS),
+    output:
+        metrics="results/metrics/meg_{subject}.json",
+        scores="results/scores/meg_{subject}.h5",
+        figures=[
+            report(
+                f"results/figures/meg_{{subject}}_{figure}.png",
+                caption=f"../report/meg_{figure}.rst",
+                category="MEG",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": figure.replace("_", " ")},
+            )
+            for figure in MEG_FIGURES
+        ],
+    params:
+        max_distance_px=lambda wc: meg_dva_to_px(MEG["noise_ceiling"]["max_distance_dva"]),
+        min_pairs=MEG.get("noise_ceiling", {}).get("min_pairs"),
+        evaluation=MEG.get("evaluation"),
+        compare=join(MEG.get("evaluation", {}).get("compare", [])),
+    log:
+        "logs/evaluate_meg/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder evaluate-meg --epochs {input.epochs} --fits {input.fits} --metrics-out {output.metrics}"
+        " --scores-out {output.scores} --figure-r-time {output.figures[0]} --figure-topomap {output.figures[1]}"
+        " --figure-dual-vs-foveal {output.figures[2]} --max-distance-px {params.max_distance_px}"
+        " --min-pairs {params.min_pairs} --n-best-sensors {params.evaluation[n_best_sensors]}"
+        " --compare {params.compare} > {log} 2>&1"
