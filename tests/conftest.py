@@ -16,6 +16,14 @@ def tiny_fmri_dataset(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory):
+    """One run of the real Snakemake workflow on the tiny config (fMRI + MEG), shared by the e2e tests."""
+    from test_workflow import run_tiny_workflow
+
+    return run_tiny_workflow(tmp_path_factory.mktemp("workflow"))
+
+
 @pytest.fixture
 def fmri_dataset_copy(tiny_fmri_dataset, tmp_path):
     """A private copy of the tiny dataset that a test may break."""

@@ -26,8 +26,9 @@ SCRIPT = REPO / "scripts/slurm_cluster.sh"
 PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
 VENV_BIN = Path(sys.executable).parent
 ACCOUNT, PARTITION = "tbdtest", "debug"  # made by scripts/slurm_cluster.sh
-CONFIG = {**TINY_CONFIG, "fmri": {"subjects": ["subj01"]},
-          "simulate": {"fmri": {**TINY_CONFIG["simulate"]["fmri"], "n_vertices": [400]}}}
+CONFIG = {**TINY_CONFIG, "fmri": {"subjects": ["subj01"]}, "meg": {**TINY_CONFIG["meg"], "subjects": [1]},
+          "simulate": {"fmri": {**TINY_CONFIG["simulate"]["fmri"], "n_vertices": [400]},
+                       "meg": TINY_CONFIG["simulate"]["meg"]}}
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -56,7 +57,8 @@ def test_profile_requests_resources_per_rule(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout + result.stderr, re.M)
     resources = dict(jobs)
-    assert {"simulate_fmri", "prepare_fmri", "features", "fit", "evaluate", "merge_metrics"} <= set(resources)
+    assert {"simulate_fmri", "prepare_fmri", "features", "fit", "evaluate", "merge_metrics", "simulate_meg",
+            "meg_fixations", "preprocess_meg", "meg_crops", "fit_meg", "fit_meg_heldout", "evaluate_meg"} <= set(resources)
     assert all("runtime=" in value for value in resources.values())
     assert "gpu=1" in resources["features"] and "gpu=" not in resources["fit"]
     assert "mem_mb=32000" in resources["fit"]
@@ -174,11 +176,15 @@ def test_results_equal_a_local_run(slurm_run, local_run):
     assert_same_numbers(json.loads((local / "metrics.json").read_text()),
                         json.loads((slurm / "metrics.json").read_text()))
     submissions = sorted(path.relative_to(local) for path in local.glob("submission/*/*.npy"))
-    fits = sorted(path.relative_to(local) for path in local.glob("fits/*/*/*.h5"))
-    assert submissions and fits
+    fits = sorted(path.relative_to(local) for path in local.glob("fits/subj*/*/*.h5"))
+    meg_fits = sorted(path.relative_to(local) for path in local.glob("fits/meg/*/*.h5"))
+    assert submissions and fits and meg_fits
     for path in submissions:
         np.testing.assert_array_equal(np.load(slurm / path), np.load(local / path), err_msg=str(path))
     for path in fits:
         with h5py.File(local / path) as a, h5py.File(slurm / path) as b:
             for name in ("test_prediction", "submission_prediction"):
                 np.testing.assert_array_equal(b[name][:], a[name][:], err_msg=f"{path}:{name}")
+    for path in meg_fits:
+        with h5py.File(local / path) as a, h5py.File(slurm / path) as b:
+            np.testing.assert_array_equal(b["prediction"][:], a["prediction"][:], err_msg=str(path))

@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +26,15 @@ TINY_CONFIG = {
                       "tokens": ["cls", "grid"], "roi_class": "streams"},
     },
     "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
+    "meg": {"subjects": [1, 2, 3], "heldout_subjects": [60],
+            "models": {"foveal": {"backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"], "streams": ["foveal"]},
+                       "dual": {"backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                                "streams": ["foveal", "parafoveal"]}},
+            "fit": {"alphas": [10.0, 100.0, 1000.0, 10000.0, 100000.0], "outer_folds": 4, "inner_folds": 3,
+                    "seed": 0}},
 }
+TINY_CONFIG["simulate"]["meg"] = {"enabled": True, "seed": 5, "n_sessions": 2, "n_trials_per_session": 12,
+                                  "n_scenes": 20}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -38,9 +45,8 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
+def run_tiny_workflow(workdir: Path) -> Path:
+    """The real workflow on TINY_CONFIG in `workdir` (fixture `workflow_run` in conftest.py)."""
     shutil.copy(REPO / "Snakefile", workdir)
     shutil.copy(REPO / "params.yaml", workdir)
     shutil.copytree(REPO / "workflow", workdir / "workflow")

@@ -16,7 +16,6 @@ log = get_logger("avs")
 
 INT_COLUMNS = ("subject", "session", "trial", "fix_sequence")
 FLOAT_COLUMNS = ("start_time", "end_time", "duration", "mean_gx", "mean_gy")
-STR_COLUMNS = ("sceneID", "type", "recording")
 REQUIRED_COLUMNS = (
     "subject", "session", "trial", "sceneID", "type", "recording",
     "start_time", "end_time", "duration", "fix_sequence", "mean_gx", "mean_gy",
@@ -71,11 +70,12 @@ def read_metadata(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _check_parsed(path, table: pd.DataFrame, column: str, bad: pd.Series, what: str) -> None:
+def _check_parsed(path: str | Path, table: pd.DataFrame, column: str, bad: pd.Series, what: str) -> None:
     if bad.any():
         line = bad.idxmax()
         more = f" ({bad.sum() - 1} more bad values in this column)" if bad.sum() > 1 else ""
-        raise ValueError(f"{path}: line {line}, column {column!r}: expected {what}, got {table.at[line, column]!r}{more}")
+        value = table.at[line, column]
+        raise ValueError(f"{path}: line {line}, column {column!r}: expected {what}, got {value!r}{more}")
 
 
 def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Path, *, on_bad: str) -> None:
@@ -83,7 +83,7 @@ def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Pat
 
     Bad rows: duplicate (subject, session, trial, fix_sequence), non-finite gaze, non-finite onset or duration,
     no `scenes/<sceneID>.png|.jpg`. `next_gx`/`next_gy` is the next fixation of the trial by fix_sequence, left
-    empty when that fixation is bad (its position is unknown) or absent.
+    empty when that fixation is bad (its position is unknown), absent, or on another scene.
     """
     if on_bad not in ON_BAD:
         raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -31,25 +31,10 @@ import mne
 import numpy as np
 import pandas as pd
 
+from tbdencoder.data.avs import ON_BAD, read_fixations
 from tbdencoder.io import atomic_path, get_logger, write_strings
 
 log = get_logger("data.meg")
-
-FIXATION_COLUMNS = (
-    "fixation_id", "subject", "session", "trial", "fix_sequence", "sceneID", "recording", "onset_s",
-    "duration_s", "gx", "gy", "next_gx", "next_gy", "scene_path",
-)
-_STRING_COLUMNS = ("fixation_id", "sceneID", "recording", "scene_path")
-_ON_BAD = ("drop", "error")
-
-
-def _read_fixations(path: str | Path) -> pd.DataFrame:
-    """fixations.tsv as a DataFrame (the one place it is read; swap for avs.read_fixations)."""
-    table = pd.read_csv(path, sep="\t", dtype={name: str for name in _STRING_COLUMNS}, keep_default_na=True)
-    missing = [name for name in FIXATION_COLUMNS if name not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing} (expected {list(FIXATION_COLUMNS)})")
-    return table
 
 
 @dataclass
@@ -61,9 +46,9 @@ class _RecordingEpochs:
     fixation_id: list[str]
     times_s: np.ndarray
     info: mne.Info
-    dropped: dict[str, str] = field(default_factory=dict)  # fixation_id -> reason
-    n_outside: int = 0
-    n_rejected: int = 0
+    dropped: dict[str, str]  # fixation_id -> reason
+    n_outside: int
+    n_rejected: int
 
 
 def _read_raw(path: Path) -> mne.io.BaseRaw:
@@ -101,7 +86,9 @@ def _epoch_recording(
     if n_grad != 204:
         log.warning("%s: %d gradiometers (a Neuromag array has 204)", path, n_grad)
     if raw.info["bads"]:
-        log.warning("%s: bad channels kept as recorded: %s", path, raw.info["bads"])
+        log.warning("%s: bad channels kept (excluded from rejection only): %s", path, raw.info["bads"])
+    if raw.info["projs"]:
+        log.info("%s: applying %d SSP projectors from the file", path, len(raw.info["projs"]))
 
     nyquist_hz = raw.info["sfreq"] / 2
     notch_hz = np.arange(line_freq_hz, nyquist_hz, line_freq_hz)
@@ -125,9 +112,10 @@ def _epoch_recording(
     outside_ids = fixation_id[~inside].tolist()
     if outside_ids and on_bad == "error":
         first = np.flatnonzero(~inside)[0]
+        window_s = f"{onset_s[first] + tmin_s:.3f}..{onset_s[first] + tmax_s:.3f} s"
         raise ValueError(
-            f"{path}: fixation {fixation_id[first]} epoch window {onset_s[first] + tmin_s:.3f}..{onset_s[first] + tmax_s:.3f} s "
-            f"lies outside the recording (duration {duration_s:.3f} s); {len(outside_ids)} such fixations"
+            f"{path}: fixation {fixation_id[first]} epoch window {window_s} lies outside the recording "
+            f"(duration {duration_s:.3f} s); {len(outside_ids)} such fixations"
         )
     dropped = {fid: "outside_recording" for fid in outside_ids}
 
@@ -135,7 +123,8 @@ def _epoch_recording(
     repeated = np.flatnonzero(np.diff(samples) == 0)
     if len(repeated):
         pair = fixation_id[inside][[repeated[0], repeated[0] + 1]].tolist()
-        raise ValueError(f"{path}: fixations {pair} start on the same sample at {sfreq_hz} Hz (expected distinct onsets)")
+        raise ValueError(f"{path}: fixations {pair} start on the same sample at {sfreq_hz} Hz "
+                         "(expected distinct onsets)")
     events = np.column_stack([samples, np.zeros_like(samples), np.ones_like(samples)])
     epochs = mne.Epochs(
         raw, events, event_id={"fixation": 1}, tmin=tmin_s, tmax=tmax_s,
@@ -165,6 +154,10 @@ def _channel_arrays(info: mne.Info) -> tuple[list[str], np.ndarray, np.ndarray]:
         np.array([ch["loc"] for ch in info["chs"]], dtype=np.float64),
         np.array([int(ch["coil_type"]) for ch in info["chs"]], dtype=np.int64),
     )
+
+
+def _baseline_json(baseline_s: tuple[float | None, float | None] | None) -> str:
+    return json.dumps(None if baseline_s is None else [None if b is None else float(b) for b in baseline_s])
 
 
 def _write_column(group: h5py.Group, name: str, column: pd.Series) -> None:
@@ -197,20 +190,20 @@ def preprocess_meg(
     reject_grad: peak-to-peak rejection threshold in T/m (None: no rejection).
     """
     start = time.perf_counter()
-    if on_bad not in _ON_BAD:
-        raise ValueError(f"on_bad must be one of {_ON_BAD}, got {on_bad!r}")
+    if on_bad not in ON_BAD:
+        raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
     if not h_freq_hz < sfreq_hz / 2:
         raise ValueError(f"h_freq_hz={h_freq_hz} must be below the Nyquist frequency of sfreq_hz={sfreq_hz}")
     if not tmin_s < tmax_s:
         raise ValueError(f"tmin_s={tmin_s} must be below tmax_s={tmax_s}")
     fixations_path, dataset_dir = Path(fixations_path), Path(dataset_dir)
-    table = _read_fixations(fixations_path)
+    table = read_fixations(fixations_path)
     duplicated = table["fixation_id"][table["fixation_id"].duplicated()].tolist()
     if duplicated:
         raise ValueError(f"{fixations_path}: repeated fixation_id {duplicated[:5]} (expected unique keys)")
     if table.empty:
         raise ValueError(f"{fixations_path}: no fixations (expected one row per fixation)")
-    no_recording = table["fixation_id"][table["recording"].isna()].tolist()
+    no_recording = table["fixation_id"][table["recording"].fillna("").eq("")].tolist()
     if no_recording:
         raise ValueError(f"{fixations_path}: fixations {no_recording[:5]} have no recording")
     subjects = table["subject"].unique()
@@ -264,7 +257,7 @@ def preprocess_meg(
         h5.attrs.update(
             subject=subject, line_freq_hz=float(line_freq_hz), l_freq_hz=float(l_freq_hz),
             h_freq_hz=float(h_freq_hz), sfreq_hz=float(sfreq_hz), tmin_s=float(tmin_s), tmax_s=float(tmax_s),
-            baseline_s=json.dumps(None if baseline_s is None else list(baseline_s)),
+            baseline_s=_baseline_json(baseline_s),
             reject_grad=np.nan if reject_grad is None else float(reject_grad),
             n_fixations=len(table), n_kept=len(kept),
             n_rejected=sum(rec.n_rejected for rec in recordings),

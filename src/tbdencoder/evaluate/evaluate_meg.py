@@ -154,11 +154,16 @@ def evaluate_meg_subject(
         raise KeyError(f"figure_paths lacks {missing} (expected keys {list(FIGURES)})")
     if not fit_paths:
         raise ValueError(f"no fits files to evaluate for {epochs_path}")
+    if compare and len(compare) != 2:
+        raise ValueError(f"compare must name two models (reference, other), got {compare}")
     data, fixation_ids, times_s, fixations = read_epochs(epochs_path)
     times_s = np.asarray(times_s, dtype=np.float64)
     info = channel_info(epochs_path)
     ch_names = list(info["ch_names"])
+    topo_info, grad_pairs = pair_topomap_info(info, epochs_path)
     with h5py.File(epochs_path, "r") as h5:
+        if "subject" not in h5.attrs:
+            raise KeyError(f"{epochs_path}: no attr 'subject' (expected the epochs layout of docs/meg.md)")
         subject = str(h5.attrs["subject"])
 
     fits: dict[str, MegFit] = {}
@@ -167,7 +172,8 @@ def evaluate_meg_subject(
         if fit.subject != subject:
             raise ValueError(f"{path}: subject {fit.subject!r}, expected {subject!r} of {epochs_path}")
         if fit.model in fits:
-            raise ValueError(f"{path}: model {fit.model!r} also in {fits[fit.model].path} (expected one file per model)")
+            raise ValueError(f"{path}: model {fit.model!r} also in {fits[fit.model].path} "
+                             "(expected one file per model)")
         fits[fit.model] = fit
 
     pairs = repeat_pairs(fixations, max_distance_px)
@@ -184,12 +190,12 @@ def evaluate_meg_subject(
         log.info("%s %s (%s): peak %.0f ms, mean r at peak %.3f, best sensor %s r %.3f at %.0f ms", subject, model,
                  fit.scheme, 1e3 * entry["peak_latency_s"], entry["mean_r_at_peak"], entry["best_sensor"],
                  entry["best_sensor_r"], 1e3 * entry["best_sensor_latency_s"])
-    comparable = compare is not None and all(m in fits for m in compare)
+    comparable = bool(compare) and all(m in fits for m in compare)
     if comparable:
         a, b = compare
         peak_a = int(np.argmax(fits[a].r.mean(0)))
         metrics[f"{b}_minus_{a}"] = compare_models(fits[a].r, fits[b].r, peak_a, times_s)
-    elif compare is not None:
+    elif compare:
         log.warning("%s: cannot compare %s (models fitted: %s); %s shows a notice", subject, list(compare),
                     sorted(fits), figure_paths["dual_vs_foveal"])
 
@@ -206,23 +212,26 @@ def evaluate_meg_subject(
 
     title = _title(subject, fits, random_init)
     plot_r_time(fits, times_s, nc, n_best_sensors, title, figure_paths["r_time"])
-    topo_info, grad_pairs = pair_topomap_info(info, epochs_path)
     plot_topomaps(fits, times_s, topo_info, grad_pairs, title, figure_paths["topomap"])
     if comparable:
         plot_comparison(fits[compare[0]], fits[compare[1]], times_s, topo_info, grad_pairs, n_best_sensors, title,
                         figure_paths["dual_vs_foveal"])
     else:
-        _plot_notice(f"{title}\nno comparison: needs models {list(compare or [])}, fitted {sorted(fits)}",
-                     figure_paths["dual_vs_foveal"])
+        reason = f"needs models {list(compare)}, fitted {sorted(fits)}" if compare else "none requested"
+        _plot_notice(f"{title}\nno model comparison: {reason}", figure_paths["dual_vs_foveal"])
     atomic_write_text(metrics_out, json.dumps(_finite(metrics), indent=2, allow_nan=False))
 
 
 def meg_summary(metric_paths: list[str | Path]) -> dict:
-    """The MEG part of results/metrics.json: every subject's metrics, the mean over training subjects
-    (models scored with scheme scene_cv) of peak r and latency, and the held-out subjects' peak r."""
+    """The MEG part of results/metrics.json: every subject's metrics without the per-time lists (compact for
+    `dvc metrics show`), the mean over training subjects (models scored with scheme scene_cv) of peak r and
+    latency, and the held-out subjects' peak r."""
     subjects = {}
     for path in metric_paths:
         data = json.loads(Path(path).read_text())
+        data.pop("times", None)
+        for entry in data["models"].values():
+            entry.pop("mean_r_over_time", None)
         subjects[data["subject"]] = data
     training: dict[str, list[dict]] = {}
     heldout: dict[str, dict[str, float]] = {}

@@ -1,0 +1,142 @@
+"""Time-resolved MEG encoding: scene-grouped CV, the dual stream, a held-out subject (synthetic files)."""
+
+import h5py
+import numpy as np
+import pytest
+
+from tbdencoder import fit_meg
+from tbdencoder.io import write_strings
+
+N_CHANNELS, TIMES = 6, np.array([-0.05, 0.0, 0.05, 0.1, 0.15])
+PROFILE = np.array([0.0, 0.0, 0.5, 1.0, 0.4])  # signal over time: none before the onset
+P = 16
+ALPHAS = [0.1, 1.0, 10.0, 100.0, 1000.0]
+
+
+def _write_subject(tmp_path, subject, rng, weights, n_scenes=24, per_scene=10):
+    """epochs.h5 (docs/meg.md layout) and a features file for one synthetic subject.
+
+    Channels 0-2 follow foveal features only; channels 3-4 also the parafoveal ones; channel 5 is noise.
+    """
+    n = n_scenes * per_scene
+    ids = [f"{subject}_ses-1_trial-{k // per_scene:03d}_fix-{k % per_scene + 1:02d}" for k in range(n)]
+    scenes = np.repeat([f"scene{s:03d}" for s in range(n_scenes)], per_scene)
+    foveal, parafoveal = rng.standard_normal((n, P)), rng.standard_normal((n, P))
+    w_fov, w_para = weights
+    amplitude = np.zeros((n, N_CHANNELS))
+    amplitude[:, :5] = foveal @ w_fov[:, :5]
+    amplitude[:, 3:5] += parafoveal @ w_para
+    data = amplitude[:, :, None] * PROFILE + 0.7 * rng.standard_normal((n, N_CHANNELS, len(TIMES)))
+    epochs = tmp_path / f"{subject}_epochs.h5"
+    with h5py.File(epochs, "w") as h5:
+        onset = h5.create_dataset("grad/onset", data=(1e-11 * data).astype(np.float32))
+        onset.attrs["times"] = TIMES
+        write_strings(h5, "fixation_id", ids)
+        group = h5.create_group("fixations")
+        group.attrs["columns"] = ["fixation_id", "sceneID"]
+        write_strings(group, "fixation_id", ids)
+        write_strings(group, "sceneID", scenes)
+        write_strings(h5, "channels/name", [f"MEG{c:03d}2" for c in range(N_CHANNELS)])
+        h5.attrs["subject"] = subject
+    features = tmp_path / f"{subject}_features.h5"
+    rows = [f"{i}_foveal" for i in ids] + [f"{i}_parafoveal" for i in ids]
+    order = rng.permutation(2 * n)  # features are found by id, not by row order
+    with h5py.File(features, "w") as h5:
+        write_strings(h5, "stimulus_id", np.array(rows)[order])
+        h5["layers/block01/cls"] = np.concatenate([foveal, parafoveal]).astype(np.float32)[order]
+        h5.attrs["random_init"] = False
+    return epochs, features, scenes
+
+
+@pytest.fixture
+def weights():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((P, N_CHANNELS)) / np.sqrt(P), 0.8 * rng.standard_normal((P, 2)) / np.sqrt(P)
+
+
+def _fit(epochs, features, out, streams, **kwargs):
+    fit_meg.fit_meg_subject(epochs, features, out, model_name="+".join(streams), backbone="toy", streams=streams,
+                            layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=4, inner_folds=3, seed=0,
+                            device="cpu", **kwargs)
+    with h5py.File(out) as h5:
+        return h5["r"][:], dict(h5.attrs), h5["prediction"].shape
+
+
+class _SpyRidge(fit_meg.RidgeEncoder):
+    """Records the scenes each model trained on and the rows it predicted."""
+
+    log = []
+
+    def fit(self, X, Y, groups=None):
+        _SpyRidge.log.append((set(groups), self))
+        return super().fit(X, Y, groups=groups)
+
+    def predict(self, X):
+        self.predicted = {tuple(row) for row in np.round(X, 5)}
+        return super().predict(X)
+
+
+def test_folds_never_share_a_scene_and_signal_is_recovered(tmp_path, weights, monkeypatch):
+    epochs, features, scenes = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
+    _SpyRidge.log = []
+    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    r, attrs, shape = _fit(epochs, features, tmp_path / "fov.h5", ["foveal"])
+    assert len(_SpyRidge.log) == 4 and shape == (240, N_CHANNELS, len(TIMES))
+    with h5py.File(tmp_path / "fov.h5") as h5:
+        fitted_scenes = h5["scene_id"].asstr()[:]
+    assert sorted(fitted_scenes) == sorted(scenes)
+    for train_scenes, model in _SpyRidge.log:
+        assert train_scenes and not _predicted_scenes(model, epochs, features, scenes) & train_scenes
+    assert sum(len(train) for train, _ in _SpyRidge.log) == 3 * 24  # each scene trains 3 of the 4 folds
+    assert attrs["scheme"] == "scene_cv" and list(attrs["streams"]) == ["foveal"]
+    assert r[:3, 3].min() > 0.5  # foveal channels at the peak
+    assert np.abs(r[:, :2]).max() < 0.3 and abs(r[5]).max() < 0.3  # before the onset, and the noise channel
+
+
+def test_dual_stream_gains_only_where_parafoveal_signal_is(tmp_path, weights):
+    epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
+    r_fov, _, _ = _fit(epochs, features, tmp_path / "fov.h5", ["foveal"])
+    r_dual, _, _ = _fit(epochs, features, tmp_path / "dual.h5", ["foveal", "parafoveal"])
+    gain = r_dual[:, 2:] - r_fov[:, 2:]
+    assert gain[3:5].mean() > 0.05
+    assert gain[:3].mean() < 0.02
+
+
+def test_heldout_subject_is_predicted_without_its_test_scenes(tmp_path, weights, monkeypatch):
+    train = [_write_subject(tmp_path, f"sub-0{k}", np.random.default_rng(k), weights) for k in (1, 2)]
+    epochs, features, scenes = _write_subject(tmp_path, "sub-60", np.random.default_rng(60), weights, n_scenes=12)
+    _SpyRidge.log = []
+    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    out = tmp_path / "heldout.h5"
+    fit_meg.fit_meg_heldout([t[0] for t in train], [t[1] for t in train], epochs, features, out, model_name="foveal",
+                            backbone="toy", streams=["foveal"], layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=3,
+                            inner_folds=3, seed=0, device="cpu")
+    for train_scenes, model in _SpyRidge.log:
+        assert not _predicted_scenes(model, epochs, features, scenes) & train_scenes
+    with h5py.File(out) as h5:
+        r, attrs = h5["r"][:], dict(h5.attrs)
+    assert attrs["scheme"] == "heldout_subject" and list(attrs["train_subjects"]) == ["sub-01", "sub-02"]
+    assert r[:3, 3].min() > 0.4
+
+
+def _predicted_scenes(model, epochs, features, scenes):
+    """Scenes of the fixations a spied model predicted (rows recognised by their feature values)."""
+    X = fit_meg.load_rows(epochs, features, ["foveal"], [1], ["cls"]).X
+    predicted = {scene for scene, row in zip(scenes, np.round(X, 5)) if tuple(row) in model.predicted}
+    assert predicted
+    return predicted
+
+
+def test_missing_features_and_foreign_sensors_are_errors(tmp_path, weights):
+    epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
+    other, other_features, _ = _write_subject(tmp_path, "sub-02", np.random.default_rng(2), weights)
+    with pytest.raises(ValueError, match="no features for any fixation"):
+        fit_meg.load_rows(epochs, other_features, ["foveal"], [1], ["cls"])
+    with h5py.File(other, "r+") as h5:
+        del h5["channels/name"]
+        write_strings(h5, "channels/name", [f"MEG{c:03d}3" for c in range(N_CHANNELS)])
+    with pytest.raises(ValueError, match="shared sensor space"):
+        fit_meg.fit_meg_heldout([other], [other_features], epochs, features, tmp_path / "x.h5", model_name="m",
+                                backbone="toy", streams=["foveal"], layers=[1], tokens=["cls"], alphas=ALPHAS,
+                                n_folds=3, inner_folds=3, seed=0, device="cpu")
+    assert not (tmp_path / "x.h5").exists()
