@@ -63,3 +63,30 @@ def test_file_errors_name_the_file(tmp_path):
     path.write_text("fit: [unclosed")
     with pytest.raises(ParamsError, match=str(path)):
         load_params(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["models"]["dual"].update(layers=[5]), r"meg.models.dual.layers': layers \[5\] are not extracted"),
+    (lambda m: m.update(heldout_subjects=[1]), r"meg.heldout_subjects': subjects \[1\] are also training"),
+    (lambda m: m["evaluation"].update(compare=["foveal", "triple"]), r"meg.evaluation.compare': \['triple'\]"),
+    (lambda m: m["preprocessing"].update(h_freq_hz=60.0), r"h_freq_hz < sfreq_hz / 2"),
+    (lambda m: m["preprocessing"].update(baseline_s=[-0.5, 0.0]), r"baseline_s'.*within tmin_s..tmax_s"),
+    (lambda m: m["crops"].update(padding="mirror"), r"meg.crops.padding': 'mirror' is not one of"),
+    (lambda m: m["models"]["dual"].update(streams=["peripheral"]), r"meg.models.dual.streams.0'"),
+])
+def test_meg_params_checked(params, change, message):
+    change(params["meg"])
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)
+
+
+def test_meg_section_is_optional(params):
+    del params["meg"]
+    del params["simulate"]["meg"]
+    assert "meg" not in validate_params(params)
+
+
+def test_simulating_meg_needs_the_meg_section(params):
+    del params["meg"]
+    with pytest.raises(ParamsError, match="simulate.meg.enabled"):
+        validate_params(params)

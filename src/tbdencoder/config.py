@@ -45,6 +45,8 @@ def _check_references(params: dict[str, Any], source: str) -> None:
         _check_model_features(f"models.{name}", spec, backbones, source)
     if "meg" in params:
         _check_meg(params["meg"], backbones, source)
+    elif params.get("simulate", {}).get("meg", {}).get("enabled"):
+        raise ParamsError(f"{source}: key 'simulate.meg.enabled': simulating MEG needs a 'meg' section (its dataset_dir)")
     if params["evaluation"]["submission_model"] not in params["models"]:
         raise ParamsError(
             f"{source}: key 'evaluation.submission_model': '{params['evaluation']['submission_model']}' "

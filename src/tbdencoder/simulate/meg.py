@@ -22,7 +22,7 @@ from PIL import Image
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry, extract_dva_crop
 from tbdencoder.io import get_logger
 from tbdencoder.simulate.fmri import _atomic_directory
-from tbdencoder.simulate.neuromag import STIM_CHANNEL, subject_dev_head_t, vectorview_info
+from tbdencoder.simulate.neuromag import nominal_dev_head_t, sensor_geometry, subject_dev_head_t, vectorview_info
 from tbdencoder.simulate.scenes import scene_for_id
 
 MODEL_DESCRIPTION = (
@@ -36,9 +36,11 @@ MODEL_DESCRIPTION = (
     "Crop statistics: mean luminance, RMS contrast, red-green and blue-yellow opponency, edge energy of "
     "extract_dva_crop(scene, (mean_gx, mean_gy), crop_dva, screen) (constant padding), standardised with "
     "the mean / sd over all simulated fixations (stat_mean, stat_sd).",
-    "Amplitudes: foveal source s: evoked_nam_s + SOURCE_MODULATION_NAM * w_s . z(current crop); parafoveal "
-    "source: parafoveal_gain * SOURCE_MODULATION_NAM * w_p . z(next crop); weights w (unit norm) are shared "
-    "by all subjects.",
+    "Amplitudes (nAm): foveal source s: evoked_nam_s + modulation_nam_s * w_s . z(current crop); parafoveal "
+    "source p: modulation_nam_p * w_p . z(next crop). Random weights w, shared by all subjects, are scaled so "
+    "that w . z has unit variance over all simulated fixations; foveal modulation_nam = SOURCE_MODULATION_NAM, "
+    "the parafoveal one makes, for the nominal head position, the parafoveal signal sd at its best gradiometer "
+    "parafoveal_gain times the foveal signal sd at its best gradiometer.",
     "Time course: every fixation adds amplitude * kernel(t - onset) to its sources, kernel(t) = "
     "(t / latency)^k exp(k (1 - t / latency)) for t > 0 (peak 1 at latency_s); responses of successive "
     "fixations overlap and sum.",
@@ -99,8 +101,10 @@ MAG_PER_GRAD_NOISE_M = 0.01  # white noise sd of magnetometers (T) per gradiomet
 LINE_AMPLITUDE = {"grad": 4e-12, "mag": 2e-12}  # T/m, T; the harmonic has HARMONIC_RATIO of it
 HARMONIC_RATIO = 0.3
 ARTEFACTS_PER_RECORDING = (1, 3)  # inclusive range
-ARTEFACT_AMPLITUDE = {"movement": {"grad": 1.5e-9, "mag": 3e-11}, "squid_jump": {"grad": 5e-9, "mag": 1e-10}}
-ARTEFACT_DURATION_S = {"movement": (0.3, 0.8), "squid_jump": (0.02, 0.05)}
+# biphasic transients sin(2 pi x) sin^2(pi x), x = 0..1 over the duration (zero mean, so a high-pass filter
+# does not smear them over neighbouring epochs; the shape peaks at 0.65 of the amplitude)
+ARTEFACT_AMPLITUDE = {"movement": {"grad": 1.5e-9, "mag": 3e-11}, "glitch": {"grad": 5e-9, "mag": 1e-10}}
+ARTEFACT_DURATION_S = {"movement": (0.3, 0.8), "glitch": (0.02, 0.05)}
 TRIGGER_WIDTH_S = 0.01
 # behaviour (milliseconds, screen pixels, degrees of visual angle)
 FIXATIONS_PER_TRIAL = (6, 10)  # inclusive range
@@ -282,71 +286,92 @@ def session_events(subject: int, session: int, trials: list[Trial], rng: np.rand
 
 # ---------------------------------------------------------------------------------------------- physics
 
+_FOVEAL = np.array([s.stream == "foveal" for s in SOURCES])
+_EVOKED_NAM = np.array([s.evoked_nam for s in SOURCES])
+
 
 @dataclass(frozen=True)
 class Head:
-    """One subject's forward model and noise scaling."""
+    """One subject's forward model: gains of the signal sources and of the background dipoles."""
 
-    dev_head_t: np.ndarray  # (4, 4)
     signal_gain: np.ndarray  # (306, len(SOURCES)) T or T/m per A m
     background_gain: np.ndarray  # (306, BACKGROUND_SOURCES)
-    background_rr: np.ndarray  # (BACKGROUND_SOURCES, 3) head coords, m
-
-
-def _tangent(rng: np.random.Generator, radial: np.ndarray) -> np.ndarray:
-    vector = rng.standard_normal(radial.shape)
-    vector -= np.sum(vector * radial, axis=-1, keepdims=True) * radial
-    return vector / np.linalg.norm(vector, axis=-1, keepdims=True)
 
 
 def fixed_gain(info: mne.Info, rr: np.ndarray, nn: np.ndarray) -> np.ndarray:
-    """(n_channels MEG, n_dipoles) sphere-model gain of dipoles at rr (head = MRI coords, m) with orientations nn."""
+    """(306, n_dipoles) sphere-model gain of dipoles at rr (head = MRI coords, m) with orientations nn."""
     sphere = mne.make_sphere_model(r0=HEAD_SPHERE_ORIGIN_M, head_radius=None, verbose=False)
     src = mne.setup_volume_source_space(pos={"rr": rr, "nn": nn}, mindist=0.0, verbose=False)
     if src[0]["nuse"] != len(rr):
-        raise RuntimeError(f"source space kept {src[0]['nuse']} of {len(rr)} dipoles")
-    fwd = mne.make_forward_solution(info, trans=None, src=src, bem=sphere, meg=True, eeg=False, mindist=0.0,
+        raise RuntimeError(f"the volume source space kept {src[0]['nuse']} of {len(rr)} dipoles")
+    identity = mne.transforms.Transform("head", "mri")
+    fwd = mne.make_forward_solution(info, trans=identity, src=src, bem=sphere, meg=True, eeg=False, mindist=0.0,
                                     verbose=False)
-    free = fwd["sol"]["data"].reshape(fwd["sol"]["data"].shape[0], len(rr), 3)
+    free = fwd["sol"]["data"].reshape(fwd["sol"]["data"].shape[0], len(rr), 3)  # x, y, z per dipole
     return np.einsum("cdk,dk->cd", free, nn)
 
 
 def make_head(subject: int, seed: int, info: mne.Info) -> Head:
-    """Forward model of the signal sources and of random background dipoles for one subject."""
+    """Forward model of SOURCES and of random tangential background dipoles (uniform in a shell) for one subject."""
     rng = np.random.default_rng([seed, _HEAD_STREAM, subject])
-    origin = np.asarray(HEAD_SPHERE_ORIGIN_M)
     radial = rng.standard_normal((BACKGROUND_SOURCES, 3))
     radial /= np.linalg.norm(radial, axis=1, keepdims=True)
     low, high = BACKGROUND_RADIUS_M
-    distance = (low**3 + rng.random(BACKGROUND_SOURCES) * (high**3 - low**3)) ** (1.0 / 3.0)  # uniform in the shell
-    background_rr = origin + distance[:, None] * radial
+    distance = (low**3 + rng.random(BACKGROUND_SOURCES) * (high**3 - low**3)) ** (1.0 / 3.0)
+    background_rr = np.asarray(HEAD_SPHERE_ORIGIN_M) + distance[:, None] * radial
+    tangent = rng.standard_normal((BACKGROUND_SOURCES, 3))
+    tangent -= np.sum(tangent * radial, axis=1, keepdims=True) * radial
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
     rr = np.concatenate([np.stack([s.position_m() for s in SOURCES]), background_rr])
-    nn = np.concatenate([np.stack([s.orientation() for s in SOURCES]), _tangent(rng, radial)])
+    nn = np.concatenate([np.stack([s.orientation() for s in SOURCES]), tangent])
     gain = fixed_gain(info, rr, nn)
-    return Head(info["dev_head_t"]["trans"].copy(), gain[:, :len(SOURCES)], gain[:, len(SOURCES):], background_rr)
+    return Head(gain[:, :len(SOURCES)], gain[:, len(SOURCES):])
 
 
-def source_weights(seed: int) -> np.ndarray:
-    """(len(SOURCES), len(STAT_NAMES)) unit-norm weights of the standardised crop statistics, shared by subjects."""
+def source_weights(seed: int, z: np.ndarray) -> np.ndarray:
+    """(len(SOURCES), len(STAT_NAMES)) random weights of the standardised crop statistics, shared by subjects,
+    scaled so that weights @ z has unit variance over the rows of `z` (all simulated fixations)."""
     weights = np.random.default_rng([seed, _WEIGHT_STREAM]).standard_normal((len(SOURCES), len(STAT_NAMES)))
-    return weights / np.linalg.norm(weights, axis=1, keepdims=True)
+    return weights / (z @ weights.T).std(axis=0)[:, None]
 
 
-def sensor_weights(head: Head, weights: np.ndarray, parafoveal_gain: float) -> dict[str, np.ndarray]:
-    """Per stream (306, n_stats) sensor pattern per unit standardised statistic, and the (306,) evoked pattern."""
-    streams = np.array([s.stream for s in SOURCES])
-    scale = SOURCE_MODULATION_NAM * 1e-9 * np.where(streams == "parafoveal", parafoveal_gain, 1.0)
-    evoked = np.array([s.evoked_nam for s in SOURCES]) * 1e-9
+def next_fixation(z: np.ndarray) -> np.ndarray:
+    """One trial's per-fixation rows moved up by one: row i holds fixation i + 1's values, zeros for the last."""
+    return np.concatenate([z[1:], np.zeros_like(z[:1])])
+
+
+def modulation_nam(weights: np.ndarray, current_z: np.ndarray, next_z: np.ndarray, parafoveal_gain: float,
+                   sfreq_hz: float) -> np.ndarray:
+    """(len(SOURCES),) scale of each source's stimulus-driven amplitude: SOURCE_MODULATION_NAM for foveal sources;
+    parafoveal ones scaled so that, for the nominal head and the simulated fixations, the parafoveal signal sd at
+    its best gradiometer is parafoveal_gain times the foveal signal sd at its best gradiometer."""
+    info = vectorview_info(sfreq_hz, nominal_dev_head_t())
+    gain = fixed_gain(info, np.stack([s.position_m() for s in SOURCES]), np.stack([s.orientation() for s in SOURCES]))
+    grad_gain = gain[mne.pick_types(info, meg="grad")]
+    foveal_sd = ((current_z @ weights[_FOVEAL].T) @ grad_gain[:, _FOVEAL].T).std(axis=0).max()
+    parafoveal_sd = ((next_z @ weights[~_FOVEAL].T) @ grad_gain[:, ~_FOVEAL].T).std(axis=0).max()
+    return SOURCE_MODULATION_NAM * np.where(_FOVEAL, 1.0, parafoveal_gain * foveal_sd / parafoveal_sd)
+
+
+def source_amplitudes_nam(current_z: np.ndarray, next_z: np.ndarray, weights: np.ndarray,
+                          modulation: np.ndarray) -> np.ndarray:
+    """(n_fixations, len(SOURCES)) dipole amplitudes from the standardised statistics of the current and next crops."""
+    return _EVOKED_NAM + modulation * np.where(_FOVEAL, current_z @ weights.T, next_z @ weights.T)
+
+
+def sensor_patterns(head: Head, weights: np.ndarray, modulation: np.ndarray) -> dict[str, np.ndarray]:
+    """Sensor values at the kernel peak: 'foveal' / 'parafoveal' (306, n_stats) per unit standardised statistic,
+    'evoked' (306,) the fixation-invariant part."""
+    per_weight = head.signal_gain * modulation * 1e-9
     return {
-        "foveal": head.signal_gain[:, streams == "foveal"] @ (scale[streams == "foveal", None] * weights[streams == "foveal"]),
-        "parafoveal": head.signal_gain[:, streams == "parafoveal"]
-        @ (scale[streams == "parafoveal", None] * weights[streams == "parafoveal"]),
-        "evoked": head.signal_gain @ evoked,
+        "foveal": per_weight[:, _FOVEAL] @ weights[_FOVEAL],
+        "parafoveal": per_weight[:, ~_FOVEAL] @ weights[~_FOVEAL],
+        "evoked": head.signal_gain @ (_EVOKED_NAM * 1e-9),
     }
 
 
 def _band_fraction(n_samples: int, sfreq_hz: float, shaping: np.ndarray, band_hz: tuple[float, float]) -> float:
-    """Variance in band_hz of white noise (unit variance) filtered by the rfft-bin `shaping`."""
+    """Expected variance within band_hz of unit white noise filtered by the rfft-bin gains `shaping`."""
     freqs = np.fft.rfftfreq(n_samples, 1.0 / sfreq_hz)
     bin_weight = np.where((freqs == 0) | (freqs == sfreq_hz / 2.0), 1.0, 2.0)
     in_band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
@@ -355,7 +380,7 @@ def _band_fraction(n_samples: int, sfreq_hz: float, shaping: np.ndarray, band_hz
 
 def pink_noise(rng: np.random.Generator, n_series: int, n_samples: int, sfreq_hz: float,
                band_hz: tuple[float, float]) -> np.ndarray:
-    """(n_series, n_samples) 1/f noise with (expected) unit variance within band_hz."""
+    """(n_series, n_samples) 1/f noise (flat below PINK_FLOOR_HZ, no DC) with expected unit variance in band_hz."""
     freqs = np.fft.rfftfreq(n_samples, 1.0 / sfreq_hz)
     shaping = np.where(freqs > 0, 1.0 / np.sqrt(np.maximum(freqs, PINK_FLOOR_HZ)), 0.0)
     shaping /= np.sqrt(_band_fraction(n_samples, sfreq_hz, shaping, band_hz))
@@ -365,99 +390,103 @@ def pink_noise(rng: np.random.Generator, n_series: int, n_samples: int, sfreq_hz
 
 @dataclass(frozen=True)
 class NoiseLevels:
-    """One subject's background scaling (chosen to meet snr at its best gradiometer)."""
+    """One subject's background scaling, chosen to meet snr at its best gradiometer."""
 
     best_gradiometer: str
-    foveal_variance: float  # at the best gradiometer at the peak, (T/m)^2
-    background_source_nam: float  # in-band sd of each background dipole
-    white_grad_t_per_m: float  # broadband sd
+    foveal_variance: float  # over fixations, at the best gradiometer at the kernel peak, (T/m)^2
+    background_source_nam: float  # in-band sd of every background dipole
+    white_grad_t_per_m: float  # broadband sd of the gradiometer sensor noise
     white_mag_t: float
 
 
-def noise_levels(head: Head, info: mne.Info, foveal: np.ndarray, snr: float, sfreq_hz: float,
-                 band_hz: tuple[float, float]) -> NoiseLevels:
-    """Background dipole and white-noise levels for `foveal` (n_fixations, 306) peak values."""
-    grads = mne.pick_types(info, meg="grad")
-    variance = foveal.var(axis=0)
+def noise_levels(head: Head, ch_names: list[str], foveal_peak: np.ndarray, snr: float, sfreq_hz: float
+                 ) -> NoiseLevels:
+    """Background levels for the subject's (n_fixations, 306) foveal sensor values at the peak."""
+    grads = np.flatnonzero([not name.endswith("1") for name in ch_names[:306]])
+    variance = foveal_peak.var(axis=0)
     best = grads[np.argmax(variance[grads])]
+    brain = variance[best] / snr / (1.0 + WHITE_NOISE_SHARE)
     brain_per_nam2 = float(np.sum(head.background_gain[best] ** 2)) * 1e-18
-    background_total = variance[best] / snr
-    brain = background_total / (1.0 + WHITE_NOISE_SHARE)
-    white_band_fraction = (band_hz[1] - band_hz[0]) / (sfreq_hz / 2.0)
+    white_band_fraction = (SNR_BAND_HZ[1] - SNR_BAND_HZ[0]) / (sfreq_hz / 2.0)
     white_grad = np.sqrt(WHITE_NOISE_SHARE * brain / white_band_fraction)
-    return NoiseLevels(info["ch_names"][best], float(variance[best]), float(np.sqrt(brain / brain_per_nam2)),
+    return NoiseLevels(ch_names[best], float(variance[best]), float(np.sqrt(brain / brain_per_nam2)),
                        float(white_grad), float(white_grad * MAG_PER_GRAD_NOISE_M))
 
 
-def _artefacts(rng: np.random.Generator, duration_s: float, info: mne.Info, recording: str) -> list[dict]:
-    n = int(rng.integers(ARTEFACTS_PER_RECORDING[0], ARTEFACTS_PER_RECORDING[1] + 1))
+@dataclass(frozen=True)
+class Artefact:
+    """A large biphasic transient on some MEG channels."""
+
+    kind: str  # a key of ARTEFACT_AMPLITUDE
+    start_s: float
+    end_s: float
+    channels: np.ndarray  # indices into the 306 MEG channels
+    gain: np.ndarray  # signed multiplier of ARTEFACT_AMPLITUDE per channel
+
+    def record(self, recording: str, ch_names: list[str]) -> dict:
+        channels = "all MEG" if self.channels.size == 306 else [ch_names[c] for c in self.channels]
+        return {"recording": recording, "kind": self.kind, "start_s": self.start_s, "end_s": self.end_s,
+                "channels": channels}
+
+
+def draw_artefacts(rng: np.random.Generator, duration_s: float) -> list[Artefact]:
+    """ARTEFACTS_PER_RECORDING movements (all channels) or electronic glitches (1-4 channels) at random times."""
     artefacts = []
-    for _ in range(n):
-        kind = str(rng.choice(list(ARTEFACT_AMPLITUDE)))
+    for _ in range(int(rng.integers(ARTEFACTS_PER_RECORDING[0], ARTEFACTS_PER_RECORDING[1] + 1))):
+        kind = str(rng.choice(sorted(ARTEFACT_AMPLITUDE)))
         length_s = float(rng.uniform(*ARTEFACT_DURATION_S[kind]))
-        start_s = float(np.round(rng.uniform(1.0, duration_s - 1.0 - length_s), 3))
-        n_channels = 306 if kind == "movement" else int(rng.integers(1, 5))
-        channels = np.sort(rng.choice(306, size=n_channels, replace=False))
-        artefacts.append({"recording": recording, "kind": kind, "start_s": start_s,
-                          "end_s": round(start_s + length_s, 3),
-                          "channels": [info["ch_names"][c] for c in channels] if n_channels < 306 else "all MEG",
-                          "channel_index": channels, "sign": rng.choice([-1.0, 1.0], size=n_channels),
-                          "pattern": rng.standard_normal(n_channels) if kind == "movement" else np.ones(n_channels),
-                          "frequency_hz": float(rng.uniform(1.0, 3.0))})
+        start_s = round(float(rng.uniform(1.0, duration_s - 1.0 - length_s)), 3)
+        if kind == "movement":
+            channels, gain = np.arange(306), rng.standard_normal(306)
+        else:
+            channels = np.sort(rng.choice(306, size=int(rng.integers(1, 5)), replace=False))
+            gain = rng.choice([-1.0, 1.0], size=channels.size)
+        artefacts.append(Artefact(kind, start_s, round(start_s + length_s, 3), channels, gain))
     return artefacts
 
 
-def _add_artefacts(data: np.ndarray, artefacts: list[dict], info: mne.Info, sfreq_hz: float) -> None:
-    kinds = np.array(["mag" if name.endswith("1") else "grad" for name in info["ch_names"][:306]])
+def add_artefacts(meg: np.ndarray, artefacts: list[Artefact], is_mag: np.ndarray, sfreq_hz: float) -> None:
+    """Add the artefacts to (306, n_samples) MEG data in place."""
     for artefact in artefacts:
-        first = int(np.ceil(artefact["start_s"] * sfreq_hz))
-        last = int(np.floor(artefact["end_s"] * sfreq_hz))
-        t = np.arange(first, last + 1) / sfreq_hz - artefact["start_s"]
-        length = artefact["end_s"] - artefact["start_s"]
-        shape = np.sin(np.pi * t / length) ** 2
-        if artefact["kind"] == "movement":
-            shape = shape * (1.0 + 0.5 * np.sin(2.0 * np.pi * artefact["frequency_hz"] * t))
-        channels = artefact["channel_index"]
-        amplitude = np.array([ARTEFACT_AMPLITUDE[artefact["kind"]][k] for k in kinds[channels]])
-        data[channels, first:last + 1] += (artefact["sign"] * artefact["pattern"] * amplitude)[:, None] * shape
+        samples = np.arange(int(np.ceil(artefact.start_s * sfreq_hz)), int(np.floor(artefact.end_s * sfreq_hz)) + 1)
+        x = (samples / sfreq_hz - artefact.start_s) / (artefact.end_s - artefact.start_s)
+        envelope = np.sin(2.0 * np.pi * x) * np.sin(np.pi * x) ** 2
+        amplitude = ARTEFACT_AMPLITUDE[artefact.kind]
+        scale = artefact.gain * np.where(is_mag[artefact.channels], amplitude["mag"], amplitude["grad"])
+        meg[artefact.channels[:, None], samples[None, :]] += scale[:, None] * envelope
 
 
-def render_recording(events: pd.DataFrame, amplitudes_nam: np.ndarray, head: Head, noise: NoiseLevels,
-                     info: mne.Info, latency_s: float, line_freq_hz: float, rng: np.random.Generator
-                     ) -> tuple[np.ndarray, list[dict]]:
-    """(307, n_samples) data of one session (MEG in T, T/m; STI101) and its artefacts.
+def render_recording(onsets_s: np.ndarray, amplitudes_nam: np.ndarray, n_samples: int, head: Head,
+                     noise: NoiseLevels, info: mne.Info, latency_s: float, line_freq_hz: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, list[Artefact]]:
+    """(307, n_samples) data of one session (MEG in T and T/m, then STI101) and its artefacts.
 
-    `amplitudes_nam` (n_fixations, len(SOURCES)) are the source amplitudes of the fixation rows of `events`.
+    Each fixation (onset, amplitudes (len(SOURCES),) nAm) adds amplitude * kernel(t - onset) to its sources.
     """
     sfreq_hz = info["sfreq"]
-    n_samples = int(np.ceil(events.attrs["end_ms"] / 1000.0 * sfreq_hz))
-    fixations = events[events["type"] == "fixation"]
-    onsets_s = fixations["start_ms"].to_numpy() / 1000.0
     sources = np.zeros((len(SOURCES), n_samples))
     n_kernel = int(round(KERNEL_LENGTH_S * sfreq_hz))
     for onset_s, amplitude in zip(onsets_s, amplitudes_nam):
         first = int(np.ceil(onset_s * sfreq_hz))
         samples = np.arange(first, min(first + n_kernel, n_samples))
         sources[:, samples] += amplitude[:, None] * kernel(samples / sfreq_hz - onset_s, latency_s)
-    data = np.zeros((len(info["ch_names"]), n_samples))
+    data = np.zeros((307, n_samples))
     meg = data[:306]
     meg += head.signal_gain @ (sources * 1e-9)
     background = pink_noise(rng, BACKGROUND_SOURCES, n_samples, sfreq_hz, SNR_BAND_HZ)
     meg += head.background_gain @ (background * noise.background_source_nam * 1e-9)
     is_mag = np.array([name.endswith("1") for name in info["ch_names"][:306]])
-    white_sd = np.where(is_mag, noise.white_mag_t, noise.white_grad_t_per_m)
-    meg += white_sd[:, None] * rng.standard_normal((306, n_samples))
+    meg += np.where(is_mag, noise.white_mag_t, noise.white_grad_t_per_m)[:, None] * rng.standard_normal(meg.shape)
     times_s = np.arange(n_samples) / sfreq_hz
-    line_amplitude = np.where(is_mag, LINE_AMPLITUDE["mag"], LINE_AMPLITUDE["grad"]) * rng.uniform(0.5, 1.5, 306)
+    line = np.where(is_mag, LINE_AMPLITUDE["mag"], LINE_AMPLITUDE["grad"]) * rng.uniform(0.5, 1.5, 306)
     for harmonic, ratio in ((1, 1.0), (2, HARMONIC_RATIO)):
-        phase = rng.uniform(0.0, 2.0 * np.pi, 306)
-        meg += (ratio * line_amplitude)[:, None] * np.sin(2.0 * np.pi * harmonic * line_freq_hz * times_s + phase[:, None])
-    artefacts = _artefacts(rng, n_samples / sfreq_hz, info, fixations["recording"].iloc[0])
-    _add_artefacts(data, artefacts, info, sfreq_hz)
-    trigger = np.rint(onsets_s * sfreq_hz).astype(np.int64)
+        phase = rng.uniform(0.0, 2.0 * np.pi, 306)[:, None]
+        meg += ratio * line[:, None] * np.sin(2.0 * np.pi * harmonic * line_freq_hz * times_s + phase)
+    artefacts = draw_artefacts(rng, n_samples / sfreq_hz)
+    add_artefacts(meg, artefacts, is_mag, sfreq_hz)
     width = max(1, int(round(TRIGGER_WIDTH_S * sfreq_hz)))
-    for sample in trigger:
-        data[-1, sample:sample + width] = 1.0
+    for sample in np.rint(onsets_s * sfreq_hz).astype(np.int64):
+        data[306, sample:sample + width] = 1.0
     return data, artefacts
 
 
@@ -467,7 +496,7 @@ def render_recording(events: pd.DataFrame, amplitudes_nam: np.ndarray, head: Hea
 def _check_arguments(subjects: list[int], n_sessions: int, n_trials_per_session: int, scene_size_px: tuple[int, int],
                      repeat_fraction: float, sfreq_hz: float, latency_s: float, parafoveal_gain: float, snr: float,
                      line_freq_hz: float, screen: ScreenGeometry, crop_dva: float) -> None:
-    if not subjects or len(set(subjects)) != len(subjects) or any(int(s) != s or s < 1 for s in subjects):
+    if not subjects or len(set(subjects)) != len(subjects) or any(s < 1 for s in subjects):
         raise ValueError(f"subjects {subjects}: expected distinct positive integers")
     if n_sessions < 1 or n_trials_per_session < 1:
         raise ValueError(f"n_sessions={n_sessions}, n_trials_per_session={n_trials_per_session}: each must be >= 1")
@@ -477,11 +506,9 @@ def _check_arguments(subjects: list[int], n_sessions: int, n_trials_per_session:
                          f"{screen.width_px}x{screen.height_px} screen")
     if not 0.0 <= repeat_fraction <= 1.0:
         raise ValueError(f"repeat_fraction={repeat_fraction} must lie in [0, 1]")
-    if not 2.0 * line_freq_hz < sfreq_hz / 2.0:
-        raise ValueError(f"line_freq_hz={line_freq_hz}: its harmonic must lie below the Nyquist frequency "
-                         f"{sfreq_hz / 2.0} Hz (sfreq_hz={sfreq_hz})")
-    if not SNR_BAND_HZ[1] < sfreq_hz / 2.0:
-        raise ValueError(f"sfreq_hz={sfreq_hz}: the Nyquist frequency must exceed {SNR_BAND_HZ[1]} Hz")
+    if not max(2.0 * line_freq_hz, SNR_BAND_HZ[1]) < sfreq_hz / 2.0:
+        raise ValueError(f"sfreq_hz={sfreq_hz}: the Nyquist frequency must exceed {SNR_BAND_HZ[1]} Hz and the "
+                         f"line harmonic {2.0 * line_freq_hz} Hz (line_freq_hz={line_freq_hz})")
     if not 0.0 < latency_s < KERNEL_LENGTH_S / 2.0:
         raise ValueError(f"latency_s={latency_s} must lie in (0, {KERNEL_LENGTH_S / 2.0}) s")
     if parafoveal_gain < 0.0 or snr <= 0.0 or crop_dva <= 0.0:
@@ -496,7 +523,7 @@ def _crop_statistics(plans: dict[int, list[list[Trial]]], seed: int, scene_size_
         for session, trials in enumerate(sessions, start=1):
             for number, trial in enumerate(trials, start=1):
                 by_scene.setdefault(trial.scene_number, []).append(((subject, session, number), trial))
-    scene_dir.mkdir(parents=True, exist_ok=True)
+    scene_dir.mkdir(parents=True)
     statistics = {}
     for scene_number in sorted(by_scene):
         image = scene_image(seed, scene_number, scene_size_px)
@@ -508,18 +535,6 @@ def _crop_statistics(plans: dict[int, list[list[Trial]]], seed: int, scene_size_
     return statistics
 
 
-def _fixation_statistics(events: pd.DataFrame, statistics: dict, stat_mean: np.ndarray, stat_sd: np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised statistics of each fixation row's crop and of its next fixation's crop (0 for the last)."""
-    fixations = events[events["type"] == "fixation"]
-    current, following = [], []
-    for (subject, session, trial), group in fixations.groupby(["subject", "session", "trial"], sort=False):
-        z = (statistics[(subject, session, trial)] - stat_mean) / stat_sd
-        current.append(z)
-        following.append(np.concatenate([z[1:], np.zeros((1, z.shape[1]))]))
-    return np.concatenate(current), np.concatenate(following)
-
-
 def _metadata(events: pd.DataFrame) -> pd.DataFrame:
     """AVS metadata rows (seconds from the recording start) of simulated events."""
     table = events.copy()
@@ -528,6 +543,64 @@ def _metadata(events: pd.DataFrame) -> pd.DataFrame:
     table["duration"] = (table["end_ms"] - table["start_ms"]) / 1000.0
     table["fix_sequence"] = table["fix_sequence"].astype("Int64")
     return table[list(METADATA_COLUMNS)]
+
+
+@dataclass
+class _SubjectResult:
+    events: list[pd.DataFrame]
+    artefacts: list[dict]
+    patterns: dict[str, np.ndarray]
+    foveal_power: np.ndarray  # (306, T)
+    parafoveal_power: np.ndarray
+    summary: dict
+
+
+def _simulate_subject(root: Path, subject: int, sessions: list[list[Trial]], z: dict[tuple[int, int, int], np.ndarray],
+                      weights: np.ndarray, modulation: np.ndarray, arguments: dict, truth_kernel: np.ndarray
+                      ) -> _SubjectResult:
+    """Write one subject's FIF files; return its events, artefacts and ground truth.
+
+    `z`: (subject, session, trial) -> (n_fixations, n_stats) standardised crop statistics."""
+    seed, sfreq_hz = arguments["seed"], arguments["sfreq_hz"]
+    info = vectorview_info(sfreq_hz, subject_dev_head_t(seed, subject), arguments["line_freq_hz"])
+    head = make_head(subject, seed, info)
+    patterns = sensor_patterns(head, weights, modulation)
+    rng = np.random.default_rng([seed, _NOISE_STREAM, subject])
+    timelines = [session_events(subject, session, trials, rng) for session, trials in enumerate(sessions, start=1)]
+    drives = []  # per session, standardised statistics of the current and the next crop of every fixation
+    for session, trials in enumerate(sessions, start=1):
+        trial_z = [z[(subject, session, number)] for number in range(1, len(trials) + 1)]
+        drives.append((np.concatenate(trial_z), np.concatenate([next_fixation(values) for values in trial_z])))
+    foveal_peak = np.concatenate([current for current, _ in drives]) @ patterns["foveal"].T
+    parafoveal_peak = np.concatenate([following for _, following in drives]) @ patterns["parafoveal"].T
+    noise = noise_levels(head, info["ch_names"], foveal_peak, arguments["snr"], sfreq_hz)
+    artefacts = []
+    for session, ((events, length_ms), (current, following)) in enumerate(zip(timelines, drives), start=1):
+        onsets_s = events.loc[events["type"] == "fixation", "start_ms"].to_numpy() / 1000.0
+        amplitudes = source_amplitudes_nam(current, following, weights, modulation)
+        n_samples = int(np.ceil(length_ms / 1000.0 * sfreq_hz))
+        data, session_artefacts = render_recording(onsets_s, amplitudes, n_samples, head, noise, info,
+                                                   arguments["latency_s"], arguments["line_freq_hz"], rng)
+        raw = mne.io.RawArray(data, info, verbose=False)
+        raw.set_meas_date(datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=session - 1))
+        path = root / recording_path(subject, session)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw.save(path, fmt="single", verbose=False)
+        artefacts += [a.record(recording_path(subject, session), info["ch_names"]) for a in session_artefacts]
+    summary = {
+        "dev_head_t": info["dev_head_t"]["trans"].tolist(),
+        "n_trials": sum(len(trials) for trials in sessions),
+        "n_repeat_trials": sum(trial.repeat_of is not None for trials in sessions for trial in trials),
+        "n_fixations": len(foveal_peak),
+        "scenes": sorted({scene_id(trial.scene_number) for trials in sessions for trial in trials}),
+        "noise": dataclasses.asdict(noise),
+    }
+    log.info("%s: %d sessions, %d fixations, best gradiometer %s, background dipoles %.1f nAm",
+             subject_label(subject), len(sessions), len(foveal_peak), noise.best_gradiometer,
+             noise.background_source_nam)
+    return _SubjectResult([events for events, _ in timelines], artefacts, patterns,
+                          np.outer(foveal_peak.var(axis=0), truth_kernel**2),
+                          np.outer(parafoveal_peak.var(axis=0), truth_kernel**2), summary)
 
 
 def simulate_meg(
@@ -551,8 +624,9 @@ def simulate_meg(
     """Write a synthetic free-viewing MEG dataset (docs/meg.md layout) with its ground truth to `out_dir`, atomically.
 
     `snr`: foveal signal variance over background variance at the best gradiometer at the response peak
-    (background in SNR_BAND_HZ, without line noise and artefacts). Same arguments give identical metadata,
-    scenes and data.
+    (background in SNR_BAND_HZ, without line noise and artefacts). `parafoveal_gain`: parafoveal signal sd at
+    its best gradiometer over the foveal signal sd at its best gradiometer (nominal head position). Same
+    arguments give byte-identical files.
     """
     out_dir = Path(out_dir)
     subjects = [int(s) for s in subjects]
@@ -570,86 +644,50 @@ def simulate_meg(
     plans = {subject: plan_subject(subject, n_sessions=n_sessions, n_trials_per_session=n_trials_per_session,
                                    n_scenes=n_scenes, scene_size_px=scene_size_px, repeat_fraction=repeat_fraction,
                                    screen=screen, seed=seed) for subject in subjects}
-    weights = source_weights(seed)
-    streams = np.array([s.stream for s in SOURCES])
+    times_s = np.arange(round(TRUTH_TMIN_S * sfreq_hz), round(TRUTH_TMAX_S * sfreq_hz) + 1) / sfreq_hz
+    truth_kernel = kernel(times_s, latency_s)
     with _atomic_directory(out_dir) as root:
         statistics = _crop_statistics(plans, seed, scene_size_px, crop_dva, screen, root / "scenes")
         pooled = np.concatenate(list(statistics.values()))
         stat_mean, stat_sd = pooled.mean(axis=0), pooled.std(axis=0)
         stat_sd = np.where(stat_sd > 0, stat_sd, 1.0)
-        times_s = np.arange(round(TRUTH_TMIN_S * sfreq_hz), round(TRUTH_TMAX_S * sfreq_hz) + 1) / sfreq_hz
-        truth_kernel = kernel(times_s, latency_s)
-        tables, artefacts, summaries, truth = [], [], {}, {"foveal": [], "parafoveal": [], "evoked": [],
-                                                           "foveal_power": [], "parafoveal_power": [], "n": []}
-        for subject in subjects:
-            label = subject_label(subject)
-            info = vectorview_info(sfreq_hz, subject_dev_head_t(seed, subject), line_freq_hz)
-            head = make_head(subject, seed, info)
-            patterns = sensor_weights(head, weights, parafoveal_gain)
-            noise_rng = np.random.default_rng([seed, _NOISE_STREAM, subject])
-            events = [session_events(subject, session, trials, noise_rng)
-                      for session, trials in enumerate(plans[subject], start=1)]
-            z = [_fixation_statistics(e, statistics, stat_mean, stat_sd) for e in events]
-            foveal_peak = np.concatenate([current @ patterns["foveal"].T for current, _ in z])
-            parafoveal_peak = np.concatenate([following @ patterns["parafoveal"].T for _, following in z])
-            noise = noise_levels(head, info, foveal_peak, snr, sfreq_hz, SNR_BAND_HZ)
-            for session, (session_table, (current, following)) in enumerate(zip(events, z), start=1):
-                amplitudes = np.where(streams == "foveal", np.array([s.evoked_nam for s in SOURCES]), 0.0) + \
-                    SOURCE_MODULATION_NAM * np.where(streams == "foveal", current @ weights.T,
-                                                     parafoveal_gain * (following @ weights.T))
-                data, session_artefacts = render_recording(session_table, amplitudes, head, noise, info, latency_s,
-                                                           line_freq_hz, noise_rng)
-                raw = mne.io.RawArray(data, info, verbose=False)
-                raw.set_meas_date(datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=session - 1))
-                path = root / recording_path(subject, session)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                raw.save(path, fmt="single", verbose=False)
-                artefacts += [{k: a[k] for k in ("recording", "kind", "start_s", "end_s", "channels")}
-                              for a in session_artefacts]
-                tables.append(session_table)
-            n_fixations = len(foveal_peak)
-            truth["n"].append(n_fixations)
-            truth["foveal"].append(patterns["foveal"])
-            truth["parafoveal"].append(patterns["parafoveal"])
-            truth["evoked"].append(patterns["evoked"])
-            truth["foveal_power"].append(np.outer(foveal_peak.var(axis=0), truth_kernel**2))
-            truth["parafoveal_power"].append(np.outer(parafoveal_peak.var(axis=0), truth_kernel**2))
-            summaries[label] = {
-                "dev_head_t": info["dev_head_t"]["trans"].tolist(),
-                "n_trials": int(sum(len(t) for t in plans[subject])),
-                "n_repeat_trials": int(sum(t.repeat_of is not None for s in plans[subject] for t in s)),
-                "n_fixations": int(n_fixations),
-                "scenes": sorted({scene_id(t.scene_number) for s in plans[subject] for t in s}),
-                "noise": dataclasses.asdict(noise),
-                "background_rr_m": np.round(head.background_rr, 5).tolist(),
-            }
-            log.info("%s: %d sessions, %d fixations, best gradiometer %s, background dipoles %.1f nAm", label,
-                     n_sessions, n_fixations, noise.best_gradiometer, noise.background_source_nam)
-        events = pd.concat(tables, ignore_index=True)
+        z = {key: (values - stat_mean) / stat_sd for key, values in statistics.items()}
+        current_z = np.concatenate(list(z.values()))
+        weights = source_weights(seed, current_z)
+        next_z = np.concatenate([next_fixation(trial_z) for trial_z in z.values()])
+        modulation = modulation_nam(weights, current_z, next_z, parafoveal_gain, sfreq_hz)
+        results = [_simulate_subject(root, subject, plans[subject], z, weights, modulation, arguments, truth_kernel)
+                   for subject in subjects]
+        events = pd.concat([e for result in results for e in result.events], ignore_index=True)
         _metadata(events).to_csv(root / "metadata.csv", sep=";", index=False, float_format="%.3f")
-        counts = np.array(truth["n"], dtype=np.float64)
-        share = counts / counts.sum()
+        share = np.array([r.summary["n_fixations"] for r in results], dtype=np.float64)
+        share /= share.sum()
+        foveal_power = np.stack([r.foveal_power for r in results])
+        parafoveal_power = np.stack([r.parafoveal_power for r in results])
         (root / "ground_truth").mkdir()
         np.savez(
             root / "ground_truth" / "sensor_signal.npz",
-            times_s=times_s, ch_names=np.array(info["ch_names"][:306]),
-            foveal_power=np.tensordot(share, np.stack(truth["foveal_power"]), axes=1),
-            parafoveal_power=np.tensordot(share, np.stack(truth["parafoveal_power"]), axes=1),
+            times_s=times_s, ch_names=np.array(sensor_geometry()[0]),
+            foveal_power=np.tensordot(share, foveal_power, axes=1),
+            parafoveal_power=np.tensordot(share, parafoveal_power, axes=1),
             peak_latency_s=np.float64(latency_s), kernel=truth_kernel, subjects=np.array(subjects),
-            stat_names=np.array(STAT_NAMES), foveal_weights=np.stack(truth["foveal"]),
-            parafoveal_weights=np.stack(truth["parafoveal"]), evoked_pattern=np.stack(truth["evoked"]),
-            foveal_power_by_subject=np.stack(truth["foveal_power"]),
-            parafoveal_power_by_subject=np.stack(truth["parafoveal_power"]),
+            stat_names=np.array(STAT_NAMES),
+            foveal_weights=np.stack([r.patterns["foveal"] for r in results]),
+            parafoveal_weights=np.stack([r.patterns["parafoveal"] for r in results]),
+            evoked_pattern=np.stack([r.patterns["evoked"] for r in results]),
+            foveal_power_by_subject=foveal_power, parafoveal_power_by_subject=parafoveal_power,
         )
-        description = _description(arguments, weights, stat_mean, stat_sd, artefacts, summaries, events)
+        description = _description(arguments, weights, modulation, stat_mean, stat_sd, results, events)
         (root / "ground_truth" / "simulation.json").write_text(json.dumps(description, indent=2) + "\n")
     log.info("simulated MEG of %d subjects into %s in %.1f s", len(subjects), out_dir, time.perf_counter() - start)
 
 
-def _description(arguments: dict, weights: np.ndarray, stat_mean: np.ndarray, stat_sd: np.ndarray,
-                 artefacts: list[dict], summaries: dict, events: pd.DataFrame) -> dict:
+def _description(arguments: dict, weights: np.ndarray, modulation: np.ndarray, stat_mean: np.ndarray,
+                 stat_sd: np.ndarray,
+                 results: list[_SubjectResult], events: pd.DataFrame) -> dict:
     """Contents of ground_truth/simulation.json."""
-    scenes_per_subject = [set(s["scenes"]) for s in summaries.values()]
+    summaries = {subject_label(s): r.summary for s, r in zip(arguments["subjects"], results)}
+    repeats = events[events["repeat_of"].notna()].drop_duplicates(["subject", "session", "trial"])
     return {
         "arguments": arguments,
         "generative_model": list(MODEL_DESCRIPTION),
@@ -659,26 +697,26 @@ def _description(arguments: dict, weights: np.ndarray, stat_mean: np.ndarray, st
         "head_sphere_origin_m": list(HEAD_SPHERE_ORIGIN_M),
         "sources": [{"name": s.name, "stream": s.stream, "position_head_m": s.position_m().round(6).tolist(),
                      "orientation_head": s.orientation().round(6).tolist(), "weights": w.tolist(),
-                     "evoked_nam": s.evoked_nam} for s, w in zip(SOURCES, weights)],
-        "source_modulation_nam": SOURCE_MODULATION_NAM,
+                     "evoked_nam": s.evoked_nam, "modulation_nam": float(m)}
+                    for s, w, m in zip(SOURCES, weights, modulation)],
         "kernel": {"shape": KERNEL_SHAPE, "peak_s": arguments["latency_s"], "length_s": KERNEL_LENGTH_S},
         "noise": {"snr_band_hz": list(SNR_BAND_HZ), "background_sources": BACKGROUND_SOURCES,
                   "white_noise_share": WHITE_NOISE_SHARE, "line_amplitude": LINE_AMPLITUDE,
                   "harmonic_ratio": HARMONIC_RATIO},
-        "artefacts": artefacts,
+        "artefacts": [a for r in results for a in r.artefacts],
         "subjects": summaries,
-        "shared_scenes": sorted(set.intersection(*scenes_per_subject)),
+        "shared_scenes": sorted(set.intersection(*(set(s["scenes"]) for s in summaries.values()))),
         "repeat_trials": [{"subject": int(r.subject), "session": int(r.session), "trial": int(r.trial),
-                           "repeat_of_session_1_trial": int(r.repeat_of)}
-                          for r in events[events["repeat_of"].notna()].drop_duplicates(
-                              ["subject", "session", "trial"]).itertuples()],
+                           "repeat_of_session_1_trial": int(r.repeat_of)} for r in repeats.itertuples()],
         "units": {
-            "meg": "magnetometers T, gradiometers T/m; STI101 = 1 for TRIGGER_WIDTH_S from each fixation onset",
+            "meg": "magnetometers T, gradiometers T/m; STI101 = 1 for TRIGGER_WIDTH_S from each fixation onset "
+                   "(sample round(start_time * sfreq))",
             "times": "metadata times in seconds from the first sample of the recording (first_samp = 0)",
-            "sensor_signal.npz": "foveal_weights / parafoveal_weights (n_subjects, 306, n_stats): sensor value per "
-                                 "unit standardised statistic at the kernel peak; evoked_pattern (n_subjects, 306); "
-                                 "noiseless fixation-locked signal = kernel(t) * (evoked + foveal_weights . z(crop) "
-                                 "+ parafoveal_weights . z(next crop)); *_power pooled over subjects weighted by "
-                                 "their fixation counts",
+            "sensor_signal.npz": "foveal_weights / parafoveal_weights (n_subjects, 306, n_stats): sensor value at "
+                                 "the kernel peak per unit standardised statistic; evoked_pattern (n_subjects, 306); "
+                                 "noiseless fixation-locked signal = kernel(t) * (evoked_pattern + foveal_weights . "
+                                 "z(crop) + parafoveal_weights . z(next crop)), z = (stats - stat_mean) / stat_sd; "
+                                 "foveal_power / parafoveal_power pooled over subjects weighted by their fixation "
+                                 "counts",
         },
     }

@@ -55,6 +55,8 @@ def sensor_geometry() -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
             frames[index] = (toward_vertex[k], -azimuthal[k], normal[k])
         else:
             frames[index] = (azimuthal[k], toward_vertex[k], normal[k])
+    positions.setflags(write=False)  # cached: shared by every caller
+    frames.setflags(write=False)
     return names, positions, frames
 
 
@@ -76,12 +78,19 @@ def _hull_radius(offset: np.ndarray, phi: np.ndarray) -> np.ndarray:
     return radius
 
 
-def subject_dev_head_t(seed: int, subject: int) -> np.ndarray:
-    """(4, 4) device->head transform of one subject: DEVICE_ORIGIN_IN_HEAD_M plus a small seeded shift and rotation."""
-    rng = np.random.default_rng([seed, _DEV_HEAD_STREAM, subject])
+def nominal_dev_head_t() -> np.ndarray:
+    """(4, 4) device->head transform of an average head: a shift by DEVICE_ORIGIN_IN_HEAD_M."""
     transform = np.eye(4)
+    transform[:3, 3] = DEVICE_ORIGIN_IN_HEAD_M
+    return transform
+
+
+def subject_dev_head_t(seed: int, subject: int) -> np.ndarray:
+    """(4, 4) device->head transform of one subject: the nominal one plus a small seeded shift and rotation."""
+    rng = np.random.default_rng([seed, _DEV_HEAD_STREAM, subject])
+    transform = nominal_dev_head_t()
     transform[:3, :3] = Rotation.from_rotvec(rng.normal(0.0, np.radians(HEAD_ROTATION_DEG), 3)).as_matrix()
-    transform[:3, 3] = np.asarray(DEVICE_ORIGIN_IN_HEAD_M) + rng.normal(0.0, HEAD_JITTER_M, 3)
+    transform[:3, 3] += rng.normal(0.0, HEAD_JITTER_M, 3)
     return transform
 
 

@@ -1,0 +1,93 @@
+"""End to end, MEG half: the tiny workflow run (conftest `workflow_run`) against the simulator's ground truth."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+TRAINING, HELDOUT = ["sub-01", "sub-02", "sub-03"], "sub-60"
+DATASET = "data/simulated/avs_meg"
+
+
+def _truth(workdir, ch_names, times_s):
+    """Simulated foveal and parafoveal signal power per gradiometer x epoch time, and the peak latency."""
+    truth = np.load(workdir / DATASET / "ground_truth/sensor_signal.npz")
+    rows = [list(truth["ch_names"]).index(name) for name in ch_names]
+    power = {stream: np.array([np.interp(times_s, truth["times_s"], truth[f"{stream}_power"][row]) for row in rows])
+             for stream in ("foveal", "parafoveal")}
+    return power, float(truth["peak_latency_s"])
+
+
+def _scores(workdir, subject):
+    with h5py.File(workdir / f"results/scores/meg_{subject}.h5") as h5:
+        return {model: h5[f"r/{model}"][:] for model in h5["r"]}, list(h5["ch_names"].asstr()[:]), h5["times"][:]
+
+
+def test_meg_outputs_exist_with_documented_shapes(workflow_run):
+    metrics = json.loads((workflow_run / "results/metrics.json").read_text())["meg"]
+    assert set(metrics["subjects"]) == {*TRAINING, HELDOUT}
+    assert set(metrics["mean_over_training_subjects"]) == {"foveal", "dual"}
+    assert metrics["subjects"][HELDOUT]["models"]["dual"]["scheme"] == "heldout_subject"
+    assert metrics["subjects"]["sub-02"]["models"]["foveal"]["scheme"] == "scene_cv"
+    with h5py.File(workflow_run / "results/meg/sub-01/epochs.h5") as h5:
+        onset = h5["grad/onset"]
+        assert onset.shape[1:] == (204, 51) and onset.dtype == np.float32  # -0.1..0.4 s at 100 Hz
+        assert onset.attrs["times"][0] == pytest.approx(-0.1) and onset.attrs["times"][-1] == pytest.approx(0.4)
+        n_epochs, epoch_ids = onset.shape[0], list(h5["fixation_id"].asstr()[:])
+    with h5py.File(workflow_run / "results/fits/meg/sub-01/dual.h5") as h5:
+        assert h5["prediction"].shape == (n_epochs, 204, 51)
+        assert sorted(h5["fixation_id"].asstr()[:]) == sorted(epoch_ids)
+    with h5py.File(workflow_run / "results/meg/sub-01/stimuli.h5") as h5:
+        assert h5["pixels"].shape[1:] == (76, 76, 3)  # 2 dva on the 37.5 cm / 1024 px screen at 80 cm
+    for subject in (*TRAINING, HELDOUT):
+        for figure in ("r_time", "topomap", "dual_vs_foveal"):
+            assert (workflow_run / f"results/figures/meg_{subject}_{figure}.png").stat().st_size > 10_000
+    assert (workflow_run / "results/features/clip_vitb32/meg_sub-01.h5").exists()  # the shared feature stage
+
+
+def test_r_peaks_near_the_simulated_latency(workflow_run):
+    for subject in TRAINING:
+        r, ch_names, times_s = _scores(workflow_run, subject)
+        _, latency_s = _truth(workflow_run, ch_names, times_s)
+        metrics = json.loads((workflow_run / f"results/metrics/meg_{subject}.json").read_text())["models"]["foveal"]
+        assert abs(metrics["peak_latency_s"] - latency_s) <= 0.03, (subject, metrics["peak_latency_s"], latency_s)
+        assert metrics["mean_r_at_peak"] > 0.05
+
+
+def test_dual_stream_beats_foveal_only_where_the_simulator_puts_parafoveal_signal(workflow_run):
+    """Cells (sensor x time) with a strong simulated parafoveal signal gain from the parafoveal crop's
+    features; cells with foveal but no parafoveal signal do not."""
+    gains = {"parafoveal": [], "foveal_only": []}
+    for subject in TRAINING:
+        r, ch_names, times_s = _scores(workflow_run, subject)
+        power, _ = _truth(workflow_run, ch_names, times_s)
+        total = power["foveal"] + power["parafoveal"]
+        strong = total > 0.25 * total.max()
+        share = power["parafoveal"] / np.where(total > 0, total, 1)
+        gain = r["dual"] - r["foveal"]
+        gains["parafoveal"].extend(gain[strong & (share > 0.3)])
+        gains["foveal_only"].extend(gain[strong & (share < 0.02)])
+    para, foveal_only = np.array(gains["parafoveal"]), np.array(gains["foveal_only"])
+    assert para.size > 20 and foveal_only.size > 20, (para.size, foveal_only.size)
+    t_stat = para.mean() / para.std(ddof=1) * np.sqrt(para.size)
+    assert para.mean() > 0.02 and t_stat > 3, (para.mean(), t_stat)
+    assert foveal_only.mean() < 0.01, foveal_only.mean()
+
+
+def test_heldout_subject_is_predicted_from_the_others(workflow_run):
+    metrics = json.loads((workflow_run / "results/metrics.json").read_text())["meg"]
+    heldout = metrics["heldout"][HELDOUT]
+    assert heldout["foveal"] > 0.05, heldout
+    with h5py.File(workflow_run / f"results/fits/meg/{HELDOUT}/foveal.h5") as h5:
+        assert list(h5.attrs["train_subjects"]) == TRAINING
+
+
+def test_report_holds_the_meg_figures(workflow_run):
+    html = workflow_run / "report.html"
+    if not html.exists():  # test_workflow.py makes it; run alone, make it here
+        from test_workflow import snakemake
+
+        assert snakemake(workflow_run, "--report", "report.html").returncode == 0
+    text = html.read_text(errors="ignore")
+    assert "meg_sub-60_topomap.png" in text and "meg_sub-01_dual_vs_foveal.png" in text
