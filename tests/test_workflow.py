@@ -33,8 +33,9 @@ TINY_CONFIG = {
             "fit": {"alphas": [10.0, 100.0, 1000.0, 10000.0, 100000.0], "outer_folds": 4, "inner_folds": 3,
                     "seed": 0}},
 }
-TINY_CONFIG["simulate"]["meg"] = {"enabled": True, "seed": 5, "n_sessions": 2, "n_trials_per_session": 12,
-                                  "n_scenes": 20}
+# High SNR: ~250 fixations per subject and random-init features leave little power at a realistic one.
+TINY_CONFIG["simulate"]["meg"] = {"enabled": True, "seed": 5, "n_sessions": 2, "n_trials_per_session": 16,
+                                  "n_scenes": 30, "snr": 2.0}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
