@@ -348,8 +348,9 @@ def test_argument_errors(tmp_path):
 
 
 def test_uncached_tag_fails_fast_with_guidance(tmp_path, monkeypatch):
-    def blackhole(*args, **kwargs):  # a connection (or name lookup) that hangs
+    def blackhole(*args, **kwargs):  # a connection (or name lookup) that hangs, then times out
         time.sleep(30)
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(backbones.socket, "create_connection", blackhole)
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(1))

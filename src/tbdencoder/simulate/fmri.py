@@ -6,23 +6,19 @@ ground_truth/simulation.json.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from tbdencoder.io import get_logger
+from tbdencoder.io import atomic_directory, get_logger
 from tbdencoder.simulate.scenes import assign_image_ids, scene_for_id
 
 MODEL_DESCRIPTION = (
@@ -317,23 +313,6 @@ def _simulate_subject(root: Path, subject_number: int, subject: str, n_vertices:
         _save_npy(root / subject / "roi_masks" / f"mapping_{roi_class}.npy", mapping, allow_pickle=True)
 
 
-@contextlib.contextmanager
-def _atomic_directory(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `out_dir`, on failure it is removed."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        tmp.chmod(0o755)
-        yield tmp
-        old = tmp.with_name(tmp.name + ".old")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _check_arguments(subjects: list[str], n_vertices: list[int], n_train_images: int, n_test_images: int,
                      n_repeats: int) -> None:
     if len(set(subjects)) != len(subjects):
@@ -378,7 +357,7 @@ def simulate_fmri(
         "n_repeats": int(n_repeats), "seed": int(seed),
     }
     shared = functools.reduce(np.intersect1d, [np.concatenate(split) for split in splits])
-    with _atomic_directory(out_dir) as root:
+    with atomic_directory(out_dir) as root:
         for number, (subject, n_vert, (train_ids, test_ids)) in enumerate(zip(subjects, n_vertices, splits)):
             _simulate_subject(root, number, subject, n_vert, train_ids, test_ids, image_size_px, n_repeats, seed)
             log.info("%s: %d train + %d test images, %d vertices per hemisphere", subject, len(train_ids),

@@ -20,8 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry, extract_dva_crop
-from tbdencoder.io import get_logger
-from tbdencoder.simulate.fmri import _atomic_directory
+from tbdencoder.io import atomic_directory, get_logger
 from tbdencoder.simulate.neuromag import nominal_dev_head_t, sensor_geometry, subject_dev_head_t, vectorview_info
 from tbdencoder.simulate.scenes import scene_for_id
 
@@ -646,7 +645,7 @@ def simulate_meg(
                                    screen=screen, seed=seed) for subject in subjects}
     times_s = np.arange(round(TRUTH_TMIN_S * sfreq_hz), round(TRUTH_TMAX_S * sfreq_hz) + 1) / sfreq_hz
     truth_kernel = kernel(times_s, latency_s)
-    with _atomic_directory(out_dir) as root:
+    with atomic_directory(out_dir) as root:
         statistics = _crop_statistics(plans, seed, scene_size_px, crop_dva, screen, root / "scenes")
         pooled = np.concatenate(list(statistics.values()))
         stat_mean, stat_sd = pooled.mean(axis=0), pooled.std(axis=0)
