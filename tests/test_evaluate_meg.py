@@ -236,6 +236,9 @@ def test_metrics_json(synthetic):
     peak = int(np.argmin(np.abs(TIMES_S - FOVEAL_PEAK_S)))
     assert foveal["median_noise_ceiling_at_peak"] == pytest.approx(np.median(nc[:, peak]), rel=1e-5)
     assert foveal["mean_r_at_peak_over_nc"] == pytest.approx(r["foveal"][:, peak].mean() / nc[:, peak].mean(), rel=1e-5)
+    reliable = np.argsort(nc[:, peak])[::-1][:foveal["n_reliable_sensors"]]
+    assert foveal["n_reliable_sensors"] == round(0.1 * nc.shape[0])
+    assert foveal["mean_r_at_peak_reliable_sensors"] == pytest.approx(r["foveal"][reliable, peak].mean(), rel=1e-5)
 
 
 def test_dual_minus_foveal_by_hand(synthetic):

@@ -90,14 +90,24 @@ def best_sensors(r: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-r.max(1), kind="stable")[:n]
 
 
+RELIABLE_FRACTION = 0.1  # share of sensors, those with the highest noise ceiling, in the "reliable" summary
+
+
 def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.ndarray) -> dict:
-    """Peak latency of the mean-over-sensors r, the best sensor x time cell, and r relative to the ceiling."""
+    """Peak latency of the mean-over-sensors r, the best sensor x time cell, and r relative to the ceiling.
+
+    `mean_r_at_peak_reliable_sensors`: mean r at the peak over the RELIABLE_FRACTION of sensors with the
+    highest noise ceiling there; chosen from the data's repeats, not from r, so it is not biased upwards
+    the way the best sensor's r is.
+    """
     mean_r = fit.r.mean(0)
     peak = int(np.argmax(mean_r))
     sensor, time = np.unravel_index(int(np.argmax(fit.r)), fit.r.shape)
     nc_at_peak = nc[:, peak]
     has_nc = bool(np.isfinite(nc_at_peak).any())
     mean_nc_at_peak = float(np.nanmean(nc_at_peak)) if has_nc else np.nan
+    n_reliable = max(1, round(RELIABLE_FRACTION * len(ch_names)))
+    reliable = np.argsort(-np.nan_to_num(nc_at_peak, nan=-np.inf), kind="stable")[:n_reliable]
     return {
         "scheme": fit.scheme,
         "streams": fit.streams,
@@ -111,6 +121,8 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
         "median_noise_ceiling_at_peak": float(np.nanmedian(nc_at_peak)) if has_nc else np.nan,
         # ratio of means over sensors at the peak: the fraction of the ceiling the model reaches
         "mean_r_at_peak_over_nc": float(mean_r[peak] / mean_nc_at_peak) if mean_nc_at_peak > 0 else np.nan,
+        "mean_r_at_peak_reliable_sensors": float(fit.r[reliable, peak].mean()) if has_nc else np.nan,
+        "n_reliable_sensors": n_reliable,
     }
 
 
