@@ -1,4 +1,6 @@
 # Shared names and input functions.
+from tbdencoder.data.avs import subject_label
+
 FMRI = config["fmri"]
 SUBJECTS = FMRI["subjects"]
 HEMISPHERES = FMRI["hemispheres"]
@@ -7,8 +9,8 @@ BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = config.get("simulate", {}).get("fmri", {"enabled": False})
 # MEG (optional: a params file without a `meg` section runs the fMRI half only).
 MEG = config.get("meg", {})
-MEG_SUBJECTS = [f"sub-{number:02d}" for number in MEG.get("subjects", [])]
-MEG_HELDOUT = [f"sub-{number:02d}" for number in MEG.get("heldout_subjects", [])]
+MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
+MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]
 MEG_MODELS = MEG.get("models", {})
 SIMULATE_MEG = config.get("simulate", {}).get("meg", {"enabled": False})
 MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from tbdencoder.data.avs import subject_label
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry, extract_dva_crop
 from tbdencoder.io import atomic_directory, get_logger
 from tbdencoder.simulate.neuromag import nominal_dev_head_t, sensor_geometry, subject_dev_head_t, vectorview_info
@@ -120,10 +121,6 @@ INTER_TRIAL_MS = (1000, 1500)
 _PLAN_STREAM, _WEIGHT_STREAM, _HEAD_STREAM, _NOISE_STREAM = 21, 22, 23, 24  # RNG stream tags (neuromag: 20)
 
 log = get_logger("simulate")
-
-
-def subject_label(subject: int) -> str:
-    return f"sub-{subject:02d}"
 
 
 def recording_path(subject: int, session: int) -> str:
