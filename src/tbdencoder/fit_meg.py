@@ -97,6 +97,25 @@ def _check_folds(n_folds: int, scenes: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: {n_folds} scene-grouped folds need 2..{n_scenes} (the number of scenes)")
 
 
+def _predict_by_scene_folds(target: MegRows, X: np.ndarray, Y: np.ndarray, scenes: np.ndarray,
+                            settings: RidgeSettings, n_folds: int, model_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split the target's scenes into folds; predict each fold from the rows (X, Y, scenes) not on its scenes.
+
+    Returns the predictions of every target row and the median over folds of each target's alpha.
+    """
+    prediction = np.empty_like(target.Y)
+    fold_alphas = []
+    splits = GroupKFold(n_folds, shuffle=True, random_state=settings.seed).split(target.X, groups=target.scene_id)
+    for fold, (_, test) in enumerate(splits):
+        train = ~np.isin(scenes, target.scene_id[test])
+        model = settings.fit(X[train], Y[train], scenes[train])
+        prediction[test] = model.predict(target.X[test])
+        fold_alphas.append(model.alpha_)
+        log.info("%s %s fold %d/%d: %d training fixations (%d left out: scenes of the test fold), %d test fixations",
+                 target.subject, model_name, fold + 1, n_folds, int(train.sum()), int((~train).sum()), len(test))
+    return prediction, np.median(fold_alphas, axis=0)
+
+
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
                     backbone: str, streams: list[str], layers: list[int], tokens: list[str], alphas: list[float],
                     n_folds: int, inner_folds: int, seed: int, device: str = "auto") -> None:
@@ -105,18 +124,10 @@ def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path
     rows = load_rows(epochs_path, features_path, streams, layers, tokens)
     _check_folds(n_folds, rows.scene_id, str(epochs_path))
     settings = RidgeSettings(alphas, inner_folds, seed, device)
-    prediction = np.empty_like(rows.Y)
-    fold_alphas = []
-    splits = GroupKFold(n_folds, shuffle=True, random_state=seed).split(rows.X, groups=rows.scene_id)
-    for fold, (train, test) in enumerate(splits):
-        model = settings.fit(rows.X[train], rows.Y[train], rows.scene_id[train])
-        prediction[test] = model.predict(rows.X[test])
-        fold_alphas.append(model.alpha_)
-        log.info("%s %s fold %d/%d: %d train / %d test fixations", rows.subject, model_name, fold + 1, n_folds,
-                 len(train), len(test))
-    _write_fit(out_path, rows, prediction, np.median(fold_alphas, axis=0), model_name=model_name, backbone=backbone,
-               streams=streams, layers=layers, tokens=tokens, scheme="scene_cv", n_folds=n_folds,
-               train_subjects=[rows.subject], elapsed_s=time.perf_counter() - start)
+    prediction, alpha = _predict_by_scene_folds(rows, rows.X, rows.Y, rows.scene_id, settings, n_folds, model_name)
+    _write_fit(out_path, rows, prediction, alpha, model_name=model_name, backbone=backbone, streams=streams,
+               layers=layers, tokens=tokens, scheme="scene_cv", n_folds=n_folds, train_subjects=[rows.subject],
+               elapsed_s=time.perf_counter() - start)
 
 
 def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | Path], epochs_path: str | Path,
@@ -134,26 +145,14 @@ def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | P
         if rows.ch_names != target.ch_names or not np.allclose(rows.times, target.times):
             raise ValueError(f"{path}: channels or epoch times differ from {epochs_path}; a shared sensor space "
                              f"(same channel names and times) is needed to predict a held-out subject")
-    X = np.concatenate([rows.X for rows in pool])
-    Y = np.concatenate([rows.Y for rows in pool])
-    scenes = np.concatenate([rows.scene_id for rows in pool])
     _check_folds(n_folds, target.scene_id, str(epochs_path))
     settings = RidgeSettings(alphas, inner_folds, seed, device)
-    prediction = np.empty_like(target.Y)
-    fold_alphas = []
-    splits = GroupKFold(n_folds, shuffle=True, random_state=seed).split(target.X, groups=target.scene_id)
-    for fold, (_, test) in enumerate(splits):
-        train = ~np.isin(scenes, target.scene_id[test])
-        model = settings.fit(X[train], Y[train], scenes[train])
-        prediction[test] = model.predict(target.X[test])
-        fold_alphas.append(model.alpha_)
-        log.info("%s %s fold %d/%d: %d training fixations of %d subjects (%d left out: scenes of the test fold), "
-                 "%d test fixations", target.subject, model_name, fold + 1, n_folds, int(train.sum()), len(pool),
-                 int((~train).sum()), len(test))
-    _write_fit(out_path, target, prediction, np.median(fold_alphas, axis=0), model_name=model_name,
-               backbone=backbone, streams=streams, layers=layers, tokens=tokens, scheme="heldout_subject",
-               n_folds=n_folds, train_subjects=[rows.subject for rows in pool],
-               elapsed_s=time.perf_counter() - start)
+    prediction, alpha = _predict_by_scene_folds(
+        target, np.concatenate([rows.X for rows in pool]), np.concatenate([rows.Y for rows in pool]),
+        np.concatenate([rows.scene_id for rows in pool]), settings, n_folds, model_name)
+    _write_fit(out_path, target, prediction, alpha, model_name=model_name, backbone=backbone, streams=streams,
+               layers=layers, tokens=tokens, scheme="heldout_subject", n_folds=n_folds,
+               train_subjects=[rows.subject for rows in pool], elapsed_s=time.perf_counter() - start)
 
 
 def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, alpha: np.ndarray, *, model_name: str,
