@@ -10,7 +10,8 @@ import pytest
 from tbdencoder.cli import main
 from tbdencoder.data.prepare_fmri import prepare_fmri
 from tbdencoder.evaluate.evaluate_fmri import evaluate_subject, merge_metrics
-from tbdencoder.fit import fit_model
+from tbdencoder.evaluate.evaluate_fmri import score_fit
+from tbdencoder.fit import fit_model, load_fitted
 from tbdencoder.io import write_strings
 
 
@@ -54,7 +55,7 @@ def test_fit_file_contents(fitted, tiny_fmri_dataset):
     with h5py.File(tmp_path / "fits/lh_oracle.h5") as h5:
         assert h5["test_prediction"].shape == (12, 120)
         assert h5["submission_prediction"].shape == (12, 120)
-        assert h5["coef"].shape == (240, 120) and h5["alpha"].shape == (120,)
+        assert h5["alpha"].shape == (120,) and "coef" not in h5  # refit from the alphas on demand
         assert list(h5["feature_blocks"].asstr()[:]) == ["block01/cls"]
         assert h5.attrs["model"] == "oracle" and h5.attrs["hemisphere"] == "lh"
     with h5py.File(tmp_path / "fits/lh_oracle_roi.h5") as h5:
@@ -105,3 +106,62 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert code == 1
     assert "subj01: subject folder not found" in capsys.readouterr().err
     assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("model", ["oracle", "oracle_roi"])
+def test_stored_fit_reloads_and_predicts_what_it_predicted(fitted, model, capsys):
+    """Alphas + training data give back the fitted model: its test predictions, through the API and the CLI."""
+    tmp_path, responses, _ = fitted
+    fit_path = tmp_path / f"fits/rh_{model}.h5"
+    with h5py.File(fit_path) as h5:
+        stored = h5["test_prediction"][:]
+    test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])
+    again = load_fitted(fit_path, device="cpu").predict(tmp_path / "features.h5", test_ids)
+    np.testing.assert_allclose(again, stored, rtol=1e-4, atol=1e-4 * np.abs(stored).max())
+    out = tmp_path / "predicted.h5"
+    assert main(["predict", "--fit", str(fit_path), "--features", str(tmp_path / "features.h5"), "--device", "cpu",
+                 "--out", str(out)]) == 0
+    with h5py.File(out) as h5:
+        ids = list(h5["stimulus_id"].asstr()[:])
+        rows = [ids.index(sid) for sid in test_ids]
+        np.testing.assert_allclose(h5["prediction"][:][rows], stored, rtol=1e-4, atol=1e-4 * np.abs(stored).max())
+
+
+def test_reload_refuses_training_data_that_changed(fitted):
+    tmp_path, responses, _ = fitted
+    with h5py.File(responses, "r+") as h5:
+        h5["lh/train"][0, 0] += 1.0
+    with pytest.raises(ValueError, match="not what the model was fitted on"):
+        load_fitted(tmp_path / "fits/lh_oracle.h5", device="cpu")
+
+
+def test_folds_that_leave_one_validation_row_are_refused(fitted):
+    tmp_path, responses, _ = fitted
+    n_train = len(h5py.File(responses)["train_stimulus_id"])
+    for folds in (n_train, n_train + 5):
+        with pytest.raises(ValueError, match=rf"fit.cv_folds .* = {folds}: {n_train} training rows"):
+            fit_model(tmp_path / "features.h5", responses, "lh", "x", "ridge", "test", [1], ["cls"], [1.0], folds, 0,
+                      tmp_path / "x.h5", device="cpu")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
+    """Targets independent of the features: the mean test r over vertices is within 2 SE of 0."""
+    rng = np.random.default_rng(3)
+    n_train, n_test, n_vertices = 300, 100, 2000
+    ids = [f"nsd-{i:05d}" for i in range(n_train + n_test)]
+    features, responses = tmp_path / "features.h5", tmp_path / "responses.h5"
+    with h5py.File(features, "w") as h5:
+        write_strings(h5, "stimulus_id", ids)
+        h5["layers/block01/cls"] = rng.standard_normal((len(ids), 50)).astype(np.float32)
+    with h5py.File(responses, "w") as h5:
+        h5.attrs.update(subject="subj01", eval_split="test", source="null")
+        write_strings(h5, "train_stimulus_id", ids[:n_train])
+        write_strings(h5, "test_stimulus_id", ids[n_train:])
+        write_strings(h5, "submission_stimulus_id", ids[n_train:])
+        h5["lh/train"] = rng.standard_normal((n_train, n_vertices)).astype(np.float32) + 5.0
+        h5["lh/test"] = rng.standard_normal((n_test, n_vertices)).astype(np.float32) - 5.0
+    fit_model(features, responses, "lh", "null", "ridge", "test", [1], ["cls"], [1.0, 100.0, 1e4], 5, 0,
+              tmp_path / "fit.h5", device="cpu")
+    r = score_fit(responses, tmp_path / "fit.h5")[2]
+    assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), r.mean()

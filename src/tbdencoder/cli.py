@@ -107,6 +107,13 @@ def _fit(a: argparse.Namespace) -> None:
               a.alphas, a.cv_folds, a.seed, a.out, roi_class=a.roi_class, device=a.device)
 
 
+def _predict(a: argparse.Namespace) -> None:
+    from tbdencoder.fit import predict_stimuli
+
+    predict_stimuli(a.fit, a.features, a.out, train_features=a.train_features, responses_path=a.responses,
+                    device=a.device)
+
+
 def _evaluate(a: argparse.Namespace) -> None:
     from tbdencoder.evaluate.evaluate_fmri import evaluate_subject
 
@@ -243,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_fit)
+
+    p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fMRI fit")
+    p.add_argument("--fit", type=Path, required=True, help="a results/fits/<subject>/<hemi>/<model>.h5")
+    p.add_argument("--features", type=Path, required=True, help="features of the stimuli to predict (same backbone)")
+    p.add_argument("--train-features", type=Path, default=None, help="default: the features the model was fitted on")
+    p.add_argument("--responses", type=Path, default=None, help="default: the responses.h5 the model was fitted on")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_predict)
 
     for name, func, help_text in (
         ("fit-meg", _fit_meg, "time-resolved ridge for one MEG subject, cross-validated by scene"),

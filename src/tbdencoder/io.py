@@ -31,11 +31,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     A failure (or a kill) never leaves a half-written `path` behind, and an existing
-    `path` is untouched until the new one is complete.
+    `path` is untouched until the new one is complete. The file gets the mode a plain
+    `open()` would give it (0666 minus the umask), not mkstemp's private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -45,6 +47,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         tmp_path.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `out_dir`, on failure it is removed."""
@@ -52,7 +61,7 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        tmp.chmod(0o755)
+        tmp.chmod(0o777 & ~current_umask())
         yield tmp
         old = tmp.with_name(tmp.name + ".old")
         if out_dir.exists():

@@ -5,7 +5,24 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 
-from tbdencoder.models.ridge_solver import ridge_cv
+from tbdencoder.models.ridge_solver import ridge_cv, ridge_fixed_alpha
+
+MIN_VALIDATION_ROWS = 2  # R^2 about a one-row fold's mean is undefined (leave-one-out is refused)
+
+
+def check_folds(n_folds: int, n_rows: int, key: str, n_groups: int | None = None, group_name: str = "groups") -> None:
+    """Refuse K-fold CV that cannot score every alpha: more folds than groups, or folds too small.
+
+    `key` names the setting in the error (a params key such as 'fit.cv_folds').
+    """
+    if n_groups is not None and n_folds > n_groups:
+        raise ValueError(f"{key} = {n_folds}: more folds than the {n_groups} {group_name} available "
+                         f"(grouped folds need at least one of them each)")
+    if n_rows // n_folds < MIN_VALIDATION_ROWS:
+        raise ValueError(
+            f"{key} = {n_folds}: {n_rows} training rows leave fewer than {MIN_VALIDATION_ROWS} validation rows per "
+            f"fold; use at most {n_rows // MIN_VALIDATION_ROWS} folds (leave-one-out is not supported: the R^2 "
+            f"that picks each alpha is undefined on one row)")
 
 
 class RidgeEncoder:
@@ -35,13 +52,8 @@ class RidgeEncoder:
         self.max_batch_targets = max_batch_targets
 
     def fit(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None = None) -> "RidgeEncoder":
-        X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
-        if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError(f"expected X (n, p) and Y (n, t) with the same n, got {X.shape} and {Y.shape}")
-        self.x_mean_ = X.mean(0)
-        self.x_scale_ = X.std(0)
-        self.x_scale_[self.x_scale_ == 0] = 1.0
-        self.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
+        X, Y = self._set_offsets(X, Y)
+        check_folds(self.cv_folds, len(X), "cv_folds", None if groups is None else len(np.unique(groups)))
         if groups is None:
             folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X))
         else:
@@ -53,6 +65,29 @@ class RidgeEncoder:
         self.alpha_ = solution.alpha.astype(np.float32)
         self.cv_score_ = solution.cv_score.astype(np.float32)
         return self
+
+    def refit(self, X: np.ndarray, Y: np.ndarray, alpha: np.ndarray) -> "RidgeEncoder":
+        """Fit with a given alpha per target (no CV): what a stored fit's alphas need to predict again.
+
+        With the alphas `fit` chose on the same X and Y, the coefficients equal `fit`'s.
+        """
+        X, Y = self._set_offsets(X, Y)
+        self.alpha_ = np.asarray(alpha, dtype=np.float32)
+        self.coef_ = ridge_fixed_alpha((X - self.x_mean_) / self.x_scale_, Y, self.alpha_.astype(np.float64),
+                                       y_offset=self.intercept_, device=self.device,
+                                       max_batch_targets=self.max_batch_targets)
+        return self
+
+    def _set_offsets(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Check shapes; set the feature means and scales and the intercept (target means)."""
+        X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
+        if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+            raise ValueError(f"expected X (n, p) and Y (n, t) with the same n, got {X.shape} and {Y.shape}")
+        self.x_mean_ = X.mean(0)
+        self.x_scale_ = X.std(0)
+        self.x_scale_[self.x_scale_ == 0] = 1.0
+        self.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
+        return X, Y
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         Xs = (np.asarray(X, dtype=np.float32) - self.x_mean_) / self.x_scale_

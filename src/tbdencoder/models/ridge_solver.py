@@ -83,6 +83,36 @@ def ridge_cv(
     return RidgeCVResult(coef, alphas[best], scores[best, np.arange(Y.shape[1])])
 
 
+def ridge_fixed_alpha(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alpha: np.ndarray,
+    *,
+    y_offset: np.ndarray | None = None,
+    device: str = "auto",
+    max_batch_targets: int | None = None,
+) -> np.ndarray:
+    """(p, t) float32 ridge coefficients (no intercept) of Y on X with the given alpha of every target.
+
+    The refit half of `ridge_cv` alone: given the alphas `ridge_cv` chose, it returns the same coefficients
+    (one decomposition of all rows, the same arithmetic), so a fit can be stored as its alphas.
+    """
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0] or alpha.shape != (Y.shape[1],):
+        raise ValueError(f"expected X (n, p), Y (n, t) and alpha (t,), got {X.shape}, {Y.shape} and {alpha.shape}")
+    if not np.all(np.isfinite(alpha) & (alpha > 0)):
+        raise ValueError("alpha must be finite and positive for every target")
+    offset = np.zeros(Y.shape[1], dtype=np.float32) if y_offset is None else np.asarray(y_offset, np.float32)
+    solver = _Solver(X, [], np.unique(alpha), resolve_device(device))
+    batch_size = solver.batch_size(Y.shape[1], max_batch_targets)
+    coef = np.empty((X.shape[1], Y.shape[1]), dtype=np.float32)
+    for start in range(0, Y.shape[1], batch_size):
+        cols = slice(start, start + batch_size)
+        coef[:, cols] = solver.coef(solver.targets(Y, offset, cols), alpha[cols])
+    return coef
+
+
 def _best_alpha_index(scores: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """(n_alphas, t) mean CV scores -> (t,) index of the best alpha."""
     return np.argmax(scores + TIE_SLOPE * np.log(alphas)[:, None], axis=0)
@@ -160,12 +190,12 @@ class _Solver:
         """Targets per batch: what fits in MEMORY_FRACTION of the free memory, at most `max_batch_targets`."""
         n, p = self.X.shape
         r = self.refit.eigenvalues.numel()
-        n_val = max(fold.val.numel() for fold in self.folds)
+        n_val = max((fold.val.numel() for fold in self.folds), default=0)
         # float32 columns alive at once: Y (host + device), X'Y, training stats, coordinates, validation
         # targets, coef (device + host), and per alpha the validation residuals
         bytes_per_target = 4 * (2 * n + 5 * p + 2 * r + 2 * n_val + len(self.alphas) * n_val)
         # whatever the batch: a fold's validation operator scaled for every alpha
-        operators_bytes = 4 * len(self.alphas) * max(fold.val_operator.numel() for fold in self.folds)
+        operators_bytes = 4 * len(self.alphas) * max((fold.val_operator.numel() for fold in self.folds), default=0)
         budget = MEMORY_FRACTION * _free_memory(self.device) - operators_bytes
         size = int(budget // bytes_per_target)
         if max_batch_targets is not None:
