@@ -90,3 +90,32 @@ def test_simulating_meg_needs_the_meg_section(params):
     del params["meg"]
     with pytest.raises(ParamsError, match="simulate.meg.enabled"):
         validate_params(params)
+
+
+@pytest.mark.parametrize("section, bad", [("fit", float("nan")), ("fit", float("inf")), ("meg", float("nan"))])
+def test_alphas_must_be_finite(params, section, bad):
+    fit = params["meg"]["fit"] if section == "meg" else params["fit"]
+    fit["alphas"] = [1.0, bad]
+    key = "meg.fit.alphas" if section == "meg" else "fit.alphas"
+    with pytest.raises(ParamsError, match=rf"key '{key}.1': {bad} is not a finite number > 0"):
+        validate_params(params)
+
+
+def test_yaml_nan_alpha_is_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text().replace("alphas: [1.0e-1,", "alphas: [.nan,", 1))
+    with pytest.raises(ParamsError, match=rf"{path}: key 'fit.alphas.0': nan"):
+        load_params(path)
+
+
+def test_backbone_layer_beyond_depth(params):
+    params["features"]["backbones"]["clip_vitb32"]["layers"] = [3, 6, 9, 12, 13]
+    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32.layers': layers \[13\] are beyond the depth "
+                                          r"of ViT-B-32 \(12 blocks\); expected block indices in 1..12"):
+        validate_params(params)
+
+
+def test_unknown_backbone_model_is_named(params):
+    params["features"]["backbones"]["clip_vitb32"]["model"] = "ViT-B-99"
+    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32.model': unknown open_clip model 'ViT-B-99'"):
+        validate_params(params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def _check_references(params: dict[str, Any], source: str) -> None:
                 f"{source}: key 'features.backbones.{name}': set exactly one of 'pretrained' "
                 f"(an open_clip tag or checkpoint path) and 'random_init: true'"
             )
+        _check_backbone_depth(f"features.backbones.{name}", spec, source)
+    _check_alphas("fit.alphas", params["fit"]["alphas"], source)
     for name, spec in params["models"].items():
         _check_model_features(f"models.{name}", spec, backbones, source)
     if "meg" in params:
@@ -60,6 +63,29 @@ def _check_references(params: dict[str, Any], source: str) -> None:
         )
 
 
+def _check_backbone_depth(key: str, spec: dict[str, Any], source: str) -> None:
+    """Layers are 1-based block indices, so none may exceed the tower's depth (read from open_clip's config)."""
+    from tbdencoder.features.backbones import _vision_cfg  # imports torch: only when validating
+
+    try:
+        depth = _vision_cfg(spec["model"])["layers"]
+    except ValueError as exc:
+        raise ParamsError(f"{source}: key '{key}.model': {exc}") from exc
+    beyond = sorted(layer for layer in spec["layers"] if layer > depth)
+    if beyond:
+        raise ParamsError(
+            f"{source}: key '{key}.layers': layers {beyond} are beyond the depth of {spec['model']} "
+            f"({depth} blocks); expected block indices in 1..{depth}"
+        )
+
+
+def _check_alphas(key: str, alphas: list[float], source: str) -> None:
+    """Ridge penalties must be finite and > 0 (the schema lets NaN and Inf through)."""
+    for index, alpha in enumerate(alphas):
+        if not (math.isfinite(alpha) and alpha > 0):
+            raise ParamsError(f"{source}: key '{key}.{index}': {alpha} is not a finite number > 0")
+
+
 def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
     """A model's backbone must be defined and extract every layer the model uses."""
     backbone = backbones.get(spec["backbone"])
@@ -76,6 +102,7 @@ def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, A
 
 
 def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
+    _check_alphas("meg.fit.alphas", meg["fit"]["alphas"], source)
     for name, spec in meg["models"].items():
         _check_model_features(f"meg.models.{name}", spec, backbones, source)
     both = sorted(set(meg["subjects"]) & set(meg["heldout_subjects"]))

@@ -1,4 +1,8 @@
-"""Step `prepare-fmri`: an Algonauts 2023 subject -> responses.h5 + stimuli.h5."""
+"""Step `prepare-fmri`: an Algonauts 2023 subject -> responses.h5 + stimuli.h5.
+
+MIN_SCORED_IMAGES: the fewest images a subject may be scored on (a Pearson r over fewer is not a
+measurement); MIN_FIT_IMAGES: the fewest training images left to fit on.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,13 @@ import h5py
 import numpy as np
 
 from tbdencoder.data.algonauts import SubjectData, load_subject
-from tbdencoder.data.stimuli import write_image_paths
+from tbdencoder.data.stimuli import check_images, write_image_paths
 from tbdencoder.io import atomic_path, get_logger, write_strings
 
 log = get_logger("prepare_fmri")
+
+MIN_SCORED_IMAGES = 10
+MIN_FIT_IMAGES = 10
 
 
 def heldout_rows(n_images: int, heldout_fraction: float, seed: int) -> np.ndarray:
@@ -45,6 +52,19 @@ def prepare_fmri(
     if eval_split == "heldout_train":
         eval_rows = heldout_rows(len(train_ids), heldout_fraction, split_seed)
         fit_rows = np.setdiff1d(fit_rows, eval_rows)
+        if len(eval_rows) < MIN_SCORED_IMAGES or len(fit_rows) < MIN_FIT_IMAGES:
+            raise ValueError(
+                f"{dataset_dir}/{subject}: key 'fmri.heldout_fraction': {heldout_fraction} holds out {len(eval_rows)} of "
+                f"{len(train_ids)} training images to score and leaves {len(fit_rows)} to fit; expected at least "
+                f"{MIN_SCORED_IMAGES} scored and {MIN_FIT_IMAGES} to fit"
+            )
+    elif len(test_ids) < MIN_SCORED_IMAGES or len(fit_rows) < MIN_FIT_IMAGES:
+        raise ValueError(
+            f"{data.test_images[0].parent}: {len(test_ids)} test images with test fMRI and "
+            f"{len(fit_rows)} training images; "
+            f"expected at least {MIN_SCORED_IMAGES} test images to score and {MIN_FIT_IMAGES} to fit"
+        )
+    check_images(data.train_images + data.test_images)
 
     write_image_paths(
         stimuli_out,

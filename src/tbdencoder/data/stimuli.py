@@ -15,6 +15,8 @@ from typing import Iterator
 
 import h5py
 import numpy as np
+from PIL import Image
+
 from tbdencoder.io import atomic_path, file_sha256, write_strings
 
 
@@ -50,6 +52,25 @@ def _stimuli_file(out_path: str | Path, stimulus_ids: list[str],
         for name, column in (provenance or {}).items():
             write_strings(h5, f"provenance/{name}", column)
         yield h5
+
+
+def check_images(paths: list[Path]) -> None:
+    """Decode every image once, so that a truncated or corrupt file is named here, not mid-extraction."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot decode the image, expected a complete image file ({exc})") from exc
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """An image file as 8-bit RGB; 16-bit greyscale (modes I;16*, I) is scaled to 0..255, not clipped."""
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):
+            values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257
+            return Image.fromarray(np.round(values).astype(np.uint8)).convert("RGB")
+        return image.convert("RGB")
 
 
 def pixels_sha256(image: np.ndarray) -> str:
