@@ -18,9 +18,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# After the run, dvc.lock records it (`dvc commit`), so `make repro` reruns only what later changes touch.
 run: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --report results/report.html
+	$(BIN)/tbdencoder dvc-yaml
+	$(BIN)/dvc commit --force --quiet
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -29,8 +32,10 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
-# DVC: rerun the stages a params.yaml change touches (dvc.yaml), and fetch results from a remote.
+# DVC: rewrite dvc.yaml from params.yaml (the halves it defines, real or simulated data), then rerun
+# the stages a change touches; `make pull` fetches results from a remote.
 repro: install
+	$(BIN)/tbdencoder dvc-yaml
 	$(BIN)/dvc repro
 
 # `dvc pull` restores contents, not modification times; `snakemake --touch` then stamps the

@@ -19,11 +19,19 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
-include: "workflow/rules/fmri.smk"
 include: "workflow/rules/features.smk"
-include: "workflow/rules/fit.smk"
-include: "workflow/rules/meg.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+if FMRI:
+
+    include: "workflow/rules/fmri.smk"
+    include: "workflow/rules/fit.smk"
+
+
+if MEG:
+
+    include: "workflow/rules/meg.smk"
 
 
 rule all:

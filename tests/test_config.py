@@ -119,3 +119,21 @@ def test_unknown_backbone_model_is_named(params):
     params["features"]["backbones"]["clip_vitb32"]["model"] = "ViT-B-99"
     with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32.model': unknown open_clip model 'ViT-B-99'"):
         validate_params(params)
+
+
+@pytest.mark.parametrize("drop", [("meg",), ("fmri", "models", "fit", "evaluation")])
+def test_either_half_alone_is_valid(params, drop):
+    for key in drop:
+        params.pop(key)
+        params["simulate"].pop(key, None)
+    assert validate_params(params) is params
+
+
+def test_a_params_file_needs_a_half(params):
+    for key in ("fmri", "meg", "models", "fit", "evaluation"):
+        params.pop(key)
+    with pytest.raises(ParamsError, match="expected an 'fmri' section, a 'meg' section or both"):
+        validate_params(params)
+    params["fit"] = {"alphas": [1.0], "cv_folds": 5, "seed": 0}
+    with pytest.raises(ParamsError, match="'fmri' is a dependency of 'fit'"):
+        validate_params(params)

@@ -134,6 +134,13 @@ def _validate_params(a: argparse.Namespace) -> None:
     print(f"{a.params}: valid")
 
 
+def _dvc_yaml(a: argparse.Namespace) -> None:
+    from tbdencoder.dvc_stages import write_dvc_yaml
+
+    if write_dvc_yaml(a.params, a.out, check=a.check):
+        print(f"{a.out}: rewritten from {a.params}")
+
+
 def _add_screen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--screen-width-px", type=int, required=True)
     p.add_argument("--screen-height-px", type=int, required=True)
@@ -310,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = steps.add_parser("merge-metrics", help="merge per-subject metrics into results/metrics.json")
-    p.add_argument("--inputs", type=Path, nargs="+", required=True)
+    p.add_argument("--inputs", type=Path, nargs="*", default=[], help="per-subject fMRI metrics")
     p.add_argument("--meg-inputs", type=Path, nargs="*", default=[], help="per-subject MEG metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
@@ -318,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("validate-params", help="check a params.yaml against the schema")
     p.add_argument("params", type=Path)
     p.set_defaults(func=_validate_params)
+
+    p = steps.add_parser("dvc-yaml", help="write dvc.yaml (one stage per phase) from params.yaml")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--check", action="store_true", help="only check that dvc.yaml matches params.yaml")
+    p.set_defaults(func=_dvc_yaml)
     return parser
 
 

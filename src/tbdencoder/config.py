@@ -35,6 +35,8 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
 
 
 def _check_references(params: dict[str, Any], source: str) -> None:
+    if "fmri" not in params and "meg" not in params:
+        raise ParamsError(f"{source}: key '<top>': expected an 'fmri' section, a 'meg' section or both")
     backbones = params["features"]["backbones"]
     for name, spec in backbones.items():
         if spec["random_init"] == (spec["pretrained"] is not None):
@@ -43,13 +45,20 @@ def _check_references(params: dict[str, Any], source: str) -> None:
                 f"(an open_clip tag or checkpoint path) and 'random_init: true'"
             )
         _check_backbone_depth(f"features.backbones.{name}", spec, source)
+    for half in ("fmri", "meg"):
+        if half not in params and params.get("simulate", {}).get(half, {}).get("enabled"):
+            raise ParamsError(f"{source}: key 'simulate.{half}.enabled': simulating {half} needs a '{half}' section "
+                              f"(its dataset_dir)")
+    if "meg" in params:
+        _check_meg(params["meg"], backbones, source)
+    if "fmri" in params:
+        _check_fmri(params, backbones, source)
+
+
+def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
     _check_alphas("fit.alphas", params["fit"]["alphas"], source)
     for name, spec in params["models"].items():
         _check_model_features(f"models.{name}", spec, backbones, source)
-    if "meg" in params:
-        _check_meg(params["meg"], backbones, source)
-    elif params.get("simulate", {}).get("meg", {}).get("enabled"):
-        raise ParamsError(f"{source}: key 'simulate.meg.enabled': simulating MEG needs a 'meg' section (its dataset_dir)")
     if params["evaluation"]["submission_model"] not in params["models"]:
         raise ParamsError(
             f"{source}: key 'evaluation.submission_model': '{params['evaluation']['submission_model']}' "

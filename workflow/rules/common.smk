@@ -1,13 +1,14 @@
 # Shared names and input functions.
 from tbdencoder.data.avs import subject_label
 
-FMRI = config["fmri"]
-SUBJECTS = FMRI["subjects"]
-HEMISPHERES = FMRI["hemispheres"]
-MODELS = config["models"]
+# Each half is optional: a params file without `fmri` (and its models, fit, evaluation) runs the MEG
+# half only, one without `meg` the fMRI half only.
+FMRI = config.get("fmri", {})
+SUBJECTS = FMRI.get("subjects", [])
+HEMISPHERES = FMRI.get("hemispheres", [])
+MODELS = config.get("models", {})
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = config.get("simulate", {}).get("fmri", {"enabled": False})
-# MEG (optional: a params file without a `meg` section runs the fMRI half only).
 MEG = config.get("meg", {})
 MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
 MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]

@@ -1,33 +1,36 @@
-rule evaluate:
-    """Per-vertex r and challenge score, per-ROI medians, bar chart and submission files for one subject."""
-    input:
-        responses="results/fmri/{subject}/responses.h5",
-        fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=MODELS),
-    output:
-        metrics="results/metrics/{subject}.json",
-        table="results/tables/{subject}.tsv",
-        scores="results/scores/{subject}.h5",
-        figure=report(
-            "results/figures/{subject}_roi_scores.png",
-            caption="../report/roi_scores.rst",
-            category="fMRI",
-            subcategory="{subject}",
-            labels={"subject": "{subject}", "figure": "per-ROI scores"},
-        ),
-        submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
-    params:
-        submission_dir="results/submission/{subject}",
-        submission_model=config["evaluation"]["submission_model"],
-        roi_classes=join(config["evaluation"]["figure_roi_classes"]),
-    log:
-        "logs/evaluate/{subject}.log",
-    conda:
-        "../envs/tbdencoder.yaml"
-    shell:
-        "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
-        " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
-        " --submission-dir {params.submission_dir} --submission-model {params.submission_model}"
-        " --figure-roi-classes {params.roi_classes} > {log} 2>&1"
+if FMRI:
+
+    rule evaluate:
+        """Per-vertex r and challenge score, per-ROI medians, bar chart and submission files for one subject."""
+        input:
+            responses="results/fmri/{subject}/responses.h5",
+            fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=MODELS),
+        output:
+            metrics="results/metrics/{subject}.json",
+            table="results/tables/{subject}.tsv",
+            scores="results/scores/{subject}.h5",
+            figure=report(
+                "results/figures/{subject}_roi_scores.png",
+                caption="../report/roi_scores.rst",
+                category="fMRI",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": "per-ROI scores"},
+            ),
+            submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
+        params:
+            submission_dir="results/submission/{subject}",
+            submission_model=config["evaluation"]["submission_model"],
+            roi_classes=join(config["evaluation"]["figure_roi_classes"]),
+        log:
+            "logs/evaluate/{subject}.log",
+        conda:
+            "../envs/tbdencoder.yaml"
+        shell:
+            "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
+            " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
+            " --submission-dir {params.submission_dir} --submission-model {params.submission_model}"
+            " --figure-roi-classes {params.roi_classes} > {log} 2>&1"
+
 
 
 rule merge_metrics:
