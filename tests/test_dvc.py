@@ -1,4 +1,5 @@
-"""dvc.yaml agrees with the Snakemake rules, and `dvc repro` reruns only what a param change touches."""
+"""dvc.yaml agrees with params.yaml and the Snakemake rules; from a fresh clone, `make run` then `make repro`
+reruns only what a param or code change touches; either half (fMRI, MEG) runs alone, on real or simulated data."""
 
 import io
 import json
@@ -13,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tbdencoder.dvc_stages import _rule_files, render, write_dvc_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
@@ -23,10 +26,7 @@ ALIASES = {"FMRI": "fmri", "SUBJECTS": "fmri.subjects", "HEMISPHERES": "fmri.hem
 
 
 def _stages():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    text = re.sub(r"\$\{(fmri|meg)\.dataset_dir\}", lambda m: params[m.group(1)]["dataset_dir"],
-                  (REPO / "dvc.yaml").read_text())
-    return yaml.safe_load(text)["stages"]
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 def _names(entries):
@@ -38,14 +38,8 @@ def _stage_rules(stage):
 
 
 def _rule_sources():
-    """{rule name: the text of its definition}."""
-    sources = {}
-    for smk in (REPO / "workflow/rules").glob("*.smk"):
-        for block in re.split(r"\n(?=rule )", smk.read_text()):
-            match = re.match(r"rule (\w+):", block.lstrip())
-            if match:
-                sources[match.group(1)] = (smk, block)
-    return sources
+    """{rule name: (its .smk file, the text of its definition)}."""
+    return {rule: (REPO / smk, text) for rule, (smk, text) in _rule_files(REPO).items()}
 
 
 def _config_keys(text):
@@ -97,9 +91,81 @@ def test_every_params_key_a_rule_reads_is_declared_on_its_stage():
                 assert all(_covered(k, declared) for k in _config_keys(body)), (name, function)
 
 
+def test_committed_dvc_yaml_is_the_one_params_yaml_renders():
+    write_dvc_yaml(REPO / "params.yaml", REPO / "dvc.yaml", check=True)
+
+
+def test_check_refuses_a_dvc_yaml_that_params_no_longer_match(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["meg"], params["simulate"]["meg"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for path in ("dvc.yaml", "Snakefile"):
+        shutil.copy(REPO / path, tmp_path / path)
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    with pytest.raises(ValueError, match=r"dvc.yaml does not match .*params.yaml.*run `tbdencoder dvc-yaml`"):
+        write_dvc_yaml(tmp_path / "params.yaml", tmp_path / "dvc.yaml", check=True)
+    assert write_dvc_yaml(tmp_path / "params.yaml", tmp_path / "dvc.yaml")
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]
+    assert not any(key.startswith("meg") for stage in stages.values() for key in stage["params"])
+
+
+def test_each_stage_depends_on_the_code_it_runs():
+    stages = _stages()
+    for name, stage in stages.items():
+        for shared in ("Snakefile", "workflow/rules/common.smk", "src/tbdencoder/io.py", "src/tbdencoder/config.py"):
+            assert shared in stage["deps"], (name, shared)
+    assert "src/tbdencoder/evaluate/metrics.py" in stages["evaluate"]["deps"]
+    assert "src/tbdencoder/features/extract.py" in stages["features"]["deps"]
+    assert "src/tbdencoder/models/ridge_solver.py" in stages["fit"]["deps"]
+    assert "src/tbdencoder/fit.py" not in stages["prepare"]["deps"]
+    # every package module the stage's CLI steps load at run time is a dependency
+    for name, stage in stages.items():
+        modules = {dep.removeprefix("src/").removesuffix(".py").replace("/", ".") for dep in stage["deps"]
+                   if dep.startswith("src/") and not dep.endswith("__init__.py")}
+        loaded = subprocess.run(
+            [sys.executable, "-c", f"import sys, {', '.join(sorted(modules))}; "
+             "print(' '.join(m for m in sys.modules if m.startswith('tbdencoder')))"],
+            capture_output=True, text=True, check=True).stdout.split()
+        files = {f"src/{m.replace('.', '/')}.py" for m in loaded}
+        files = {f if (REPO / f).exists() else f.replace(".py", "/__init__.py") for f in files}
+        assert files <= set(stage["deps"]), (name, sorted(files - set(stage["deps"])))
+
+
+PHASE_RULES = {"fmri": ["simulate_fmri", "prepare_fmri", "fit", "evaluate"],
+               "meg": ["simulate_meg", "meg_fixations", "preprocess_meg", "meg_crops", "fit_meg", "fit_meg_heldout",
+                       "evaluate_meg"]}
+
+
+def _without(params, *keys):
+    params = json.loads(json.dumps(params))
+    for key in keys:
+        params.pop(key, None)
+        params.get("simulate", {}).pop(key, None)
+    return params
+
+
+def test_each_half_renders_alone_and_real_data_is_a_dependency():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    fmri_only = yaml.safe_load(render(_without(params, "meg"), REPO))["stages"]
+    meg_only = yaml.safe_load(render(_without(params, "fmri", "models", "fit", "evaluation"), REPO))["stages"]
+    for stages, other in ((fmri_only, "meg"), (meg_only, "fmri")):
+        for stage in stages.values():
+            assert not any(key.startswith(f"{other}.") or key == other for key in stage["params"])
+            assert f"results/{other}" not in stage["deps"] + _names(stage["outs"])
+            assert not set(_stage_rules(stage)) & set(PHASE_RULES[other]), stage["cmd"]
+    assert "evaluate_meg" in meg_only["evaluate"]["cmd"] and "prepare_fmri" in fmri_only["prepare"]["cmd"]
+    real = _without(params, "meg")
+    real["simulate"]["fmri"]["enabled"] = False
+    real["fmri"]["dataset_dir"] = "/data/algonauts_2023"
+    prepare = yaml.safe_load(render(real, REPO))["stages"]["prepare"]
+    assert "/data/algonauts_2023" in prepare["deps"] and "simulate_fmri" not in prepare["cmd"]
+    assert "/data/algonauts_2023" not in _names(prepare["outs"]) and "simulate.fmri" not in prepare["params"]
+
+
 TINY = {
     "simulate": {"fmri": {"n_vertices": [80, 60], "n_train_images": 48, "n_test_images": 16, "n_shared_images": 4,
-                          "image_size_px": 64}},
+                          "image_size_px": 64},
+                 "meg": {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}},
     "features": {"backbones": {"clip_vitb32": {"model": "ViT-S-32", "layers": [1, 2], "batch_size": 64}}},
     "models": {name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge")},
     "fit": {"alphas": [1.0, 100.0, 10000.0], "cv_folds": 3},
@@ -107,7 +173,6 @@ TINY = {
             "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual")},
             "fit": {"outer_folds": 3, "inner_folds": 3}},
 }
-TINY["simulate"]["meg"] = {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}
 
 
 def _merge(base, override):
@@ -117,9 +182,15 @@ def _merge(base, override):
 
 
 def _run(cwd, *args):
-    result = subprocess.run(list(args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(list(args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"{args}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+def _make(cwd, target):
+    """`make <target>` in a clone, with this test run's virtual environment (already installed)."""
+    venv = Path(sys.executable).parent.parent
+    return _run(cwd, "make", target, f"VENV={venv}", "-o", f"{venv}/.installed")
 
 
 def _ran(output):
@@ -137,68 +208,93 @@ def _set_params(repo, **changes):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def dvc_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("dvc") / "project"
+def _clone(tmp_path, params):
+    """A plain `git clone` of the project (its tracked files as they are in the working tree) with `params`."""
+    clone = tmp_path / "project"
+    _run(tmp_path, "git", "clone", "-q", str(REPO), str(clone))
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for path in tracked:
-        if path.startswith(("tests/", "benchmarks/", "results/", "data/")) or path == "dvc.lock":
-            continue
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / path, repo / path)
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(repo, "git", "init", "-q")
-    _run(repo, "git", "config", "user.email", "ci@example.org")
-    _run(repo, "git", "config", "user.name", "ci")
-    _run(repo, "dvc", "init", "-q")
-    _run(repo, "git", "add", "-A")
-    _run(repo, "git", "commit", "-qm", "project")
-    return repo
+        if (REPO / path).is_file():
+            (clone / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / path, clone / path)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(clone, "git", "config", "user.email", "ci@example.org")
+    _run(clone, "git", "config", "user.name", "ci")
+    _run(clone, "git", "add", "-A")
+    _run(clone, "git", "commit", "-qm", "tiny params", "--allow-empty")
+    return clone
+
+
+def _stale(repo):
+    return set(json.loads(_run(repo, "dvc", "status", "--json")))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A fresh clone after `make run` on the tiny config."""
+    clone = _clone(tmp_path_factory.mktemp("dvc"), _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY))
+    assert not (clone / "dvc.lock").exists()
+    _make(clone, "run")
+    return clone
 
 
 @pytest.mark.slow
-def test_param_changes_rerun_only_what_they_touch(dvc_repo, tmp_path):
-    assert _ran(_run(dvc_repo, "dvc", "repro")) == {"prepare", "features", "fit", "evaluate"}
-    _run(dvc_repo, "git", "add", "-A")
-    _run(dvc_repo, "git", "commit", "-qm", "first run")
-    features = dvc_repo / "results/features/clip_vitb32/fmri_subj01.h5"
+def test_fresh_clone_run_then_repro_reruns_only_what_changes_touch(made, tmp_path):
+    assert "up to date" in _run(made, "dvc", "status")
+    assert _ran(_make(made, "repro")) == set()
+    _run(made, "git", "add", "-A")
+    _run(made, "git", "commit", "-qm", "first run")
+    features = made / "results/features/clip_vitb32/fmri_subj01.h5"
     features_mtime = features.stat().st_mtime_ns
 
-    _set_params(dvc_repo, **{"fit.alphas": [1.0, 100.0, 1000.0, 10000.0]})
-    assert _ran(_run(dvc_repo, "dvc", "repro")) == {"fit", "evaluate"}
+    # code: a change to a module or a workflow file marks exactly the stages that run it
+    stages = _stages_of(made)
+    for path in ("src/tbdencoder/evaluate/metrics.py", "src/tbdencoder/io.py", "workflow/rules/common.smk"):
+        original = (made / path).read_text()
+        (made / path).write_text(original + "\n# edited\n")
+        users = {name for name, stage in stages.items() if path in stage["deps"]}
+        assert users and _stale(made) == users, path
+        (made / path).write_text(original)
+    assert {"prepare", "features", "fit", "evaluate"} == {n for n, s in stages.items()
+                                                         if "src/tbdencoder/io.py" in s["deps"]}
+    assert _stale(made) == set()
+
+    _set_params(made, **{"fit.alphas": [1.0, 100.0, 1000.0, 10000.0]})
+    assert _ran(_make(made, "repro")) == {"fit", "evaluate"}
     assert features.stat().st_mtime_ns == features_mtime
-    diff = json.loads(_run(dvc_repo, "dvc", "metrics", "diff", "--json"))
+    diff = json.loads(_run(made, "dvc", "metrics", "diff", "--json"))
     assert "summary.ridge_grid.mean_r" in diff["results/metrics.json"]
 
-    _set_params(dvc_repo, **{"features.backbones.clip_vitb32.grid_size": 3})
-    assert _ran(_run(dvc_repo, "dvc", "repro")) == {"features", "fit", "evaluate"}
+    _set_params(made, **{"features.backbones.clip_vitb32.grid_size": 3})
+    assert _ran(_make(made, "repro")) == {"features", "fit", "evaluate"}
     with __import__("h5py").File(features) as h5:
         assert h5["layers/block02/grid"].shape[1] == 9 * h5["layers/block02/cls"].shape[1]
-    _run(dvc_repo, "git", "add", "-A")
-    _run(dvc_repo, "git", "commit", "-qm", "grid 3")
+    _run(made, "git", "add", "-A")
+    _run(made, "git", "commit", "-qm", "grid 3")
 
-    assert _ran(_run(dvc_repo, "dvc", "exp", "run", "-S", "fit.cv_folds=4")) == {"fit", "evaluate"}
-    table = pd.read_csv(io.StringIO(_run(dvc_repo, "dvc", "exp", "show", "--csv")))
+    assert _ran(_run(made, "dvc", "exp", "run", "-S", "fit.cv_folds=4")) == {"fit", "evaluate"}
+    table = pd.read_csv(io.StringIO(_run(made, "dvc", "exp", "show", "--csv")))
     experiment = table[table["Experiment"].notna() & (table["fit.cv_folds"] == 4)]
     assert len(experiment) == 1
     assert 0 < float(experiment["summary.ridge_grid.challenge_score"].iloc[0]) <= 100
-    assert (dvc_repo / "dvc.yaml").exists() and _run(dvc_repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    assert _run(made, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+
+
+def _stages_of(repo):
+    return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
 
 
 @pytest.mark.slow
-def test_fresh_clone_pull_then_snakemake_recomputes_nothing(dvc_repo, tmp_path):
-    if not (dvc_repo / "dvc.lock").exists():
-        _run(dvc_repo, "dvc", "repro")
+def test_fresh_clone_pull_then_snakemake_recomputes_nothing(made, tmp_path):
     remote = tmp_path / "remote"
-    _run(dvc_repo, "git", "checkout", "-q", "--", ".")
-    _run(dvc_repo, "dvc", "remote", "add", "-f", "-d", "local", str(remote))
-    _run(dvc_repo, "dvc", "repro")  # workspace back in step with HEAD's params
-    _run(dvc_repo, "git", "add", "-A")
-    _run(dvc_repo, "git", "commit", "-qm", "remote", "--allow-empty")
-    _run(dvc_repo, "dvc", "push")
+    _run(made, "git", "checkout", "-q", "--", ".")
+    _run(made, "dvc", "remote", "add", "-f", "-d", "local", str(remote))
+    _run(made, "dvc", "repro")  # workspace back in step with HEAD's params
+    _run(made, "git", "add", "-A")
+    _run(made, "git", "commit", "-qm", "remote", "--allow-empty")
+    _run(made, "dvc", "push")
     clone = tmp_path / "clone"
-    _run(tmp_path, "git", "clone", "-q", str(dvc_repo), str(clone))
+    _run(tmp_path, "git", "clone", "-q", str(made), str(clone))
     # what `make pull` runs (make itself would build a second virtual environment in the clone)
     recipe = _run(REPO, "make", "--dry-run", "--always-make", "pull", "VENV=.venv")
     assert "dvc pull" in recipe and "snakemake --touch" in recipe
@@ -206,4 +302,31 @@ def test_fresh_clone_pull_then_snakemake_recomputes_nothing(dvc_repo, tmp_path):
     _run(clone, "snakemake", "--touch", "--cores", "1", "--quiet")
     dry = _run(clone, "snakemake", "--dry-run", "--workflow-profile", "workflow/profiles/default")
     assert "Nothing to be done" in dry, dry[-3000:]
+    assert "Data and pipelines are up to date" in _run(clone, "dvc", "status")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("half", ["fmri", "meg"])
+def test_one_half_alone_runs_end_to_end(half, tmp_path, tiny_fmri_dataset):
+    """A lab with only fMRI (its real dataset folder, not simulated) or only MEG: snakemake via `make repro`
+    (dvc.yaml rewritten for the half), dvc repro, the report."""
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    if half == "fmri":
+        params = _without(params, "meg")
+        params["simulate"]["fmri"]["enabled"] = False
+        params["fmri"]["dataset_dir"] = str(tiny_fmri_dataset)
+    else:
+        params = _without(params, "fmri", "models", "fit", "evaluation")
+    clone = _clone(tmp_path, params)
+    out = _make(clone, "repro")
+    assert _ran(out) == {"prepare", "features", "fit", "evaluate"}
+    stages = _stages_of(clone)
+    other = "meg" if half == "fmri" else "fmri"
+    assert not any(f"results/{other}" in stage["deps"] for stage in stages.values())
+    if half == "fmri":
+        assert str(tiny_fmri_dataset) in stages["prepare"]["deps"]
+    metrics = json.loads((clone / "results/metrics.json").read_text())
+    assert ("meg" in metrics) == (half == "meg") and bool(metrics["summary"]) == (half == "fmri")
+    html = (clone / "results/report.html").read_text()
+    assert ("roi_scores.png" in html) == (half == "fmri") and ("r_time.png" in html) == (half == "meg")
     assert "Data and pipelines are up to date" in _run(clone, "dvc", "status")
