@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tbdencoder.data.avs import (
     read_metadata,
     subject_label,
 )
+from tbdencoder.data.crops import ScreenGeometry
 
 
 @pytest.fixture
@@ -128,19 +130,30 @@ def test_jpg_scene_is_found(tmp_path):
     assert read_fixations(tmp_path / "fixations.tsv")["scene_path"].tolist() == [str(root / "scenes" / "photo.jpg")]
 
 
-def test_nan_gaze_dropped_or_raised(tmp_path, logs):
-    events = [event(1, gx=1.0), event(2, gx=np.nan), event(3, gx=3.0), event(4, gy=float("inf"))]
-    root = write_dataset(tmp_path / "avs", events)
+@pytest.mark.parametrize("gaze, reason, kept", [
+    ([dict(gx=1.0), dict(gx=np.nan), dict(gx=3.0), dict(gy=float("inf"))], "non-finite gaze", [1, 3]),
+    ([{}, dict(gx=5000.0), dict(gy=-1.0), dict(gx=1024.0, gy=768.0)],  # the screen's corner is on it
+     "gaze off the screen (outside 0..1024 x 0..768 px)", [1, 4]),
+])
+def test_bad_gaze_dropped_or_raised(tmp_path, logs, gaze, reason, kept):
+    root = write_dataset(tmp_path / "avs", [event(fix, **xy) for fix, xy in enumerate(gaze, start=1)])
     out = tmp_path / "fixations.tsv"
-    with pytest.raises(ValueError, match=r"line 3 \(sub-01_ses-1_trial-001_fix-02, scene 's1'\): non-finite gaze; "
-                                         r"2 bad fixation rows"):
+    with pytest.raises(ValueError, match=r"line 3 \(sub-01_ses-1_trial-001_fix-02, scene 's1'\): "
+                                         rf"{re.escape(reason)}; 2 bad fixation rows"):
         prepare_fixations(root, 1, out, on_bad="error")
 
     prepare_fixations(root, 1, out, on_bad="drop")
     table = read_fixations(out)
-    assert table["fix_sequence"].tolist() == [1, 3]
-    assert table["next_gx"].isna().all()  # fix-1's next (fix-2) and fix-3's next (fix-4) were dropped
-    assert "(non-finite gaze: 2)" in logs.text and "line 3 (sub-01_ses-1_trial-001_fix-02" in logs.text
+    assert table["fix_sequence"].tolist() == kept
+    assert table["next_gx"].isna().all()  # fix-1's next (fix-2) was dropped; the other is last or lost its next
+    assert f"({reason}: 2)" in logs.text and "line 3 (sub-01_ses-1_trial-001_fix-02" in logs.text
+
+
+def test_gaze_checked_against_the_given_screen(tmp_path):
+    root = write_dataset(tmp_path / "avs", [event(1), event(2, gx=5000.0)])
+    prepare_fixations(root, 1, tmp_path / "fixations.tsv", on_bad="error",
+                      screen=ScreenGeometry(width_px=6000, height_px=768))
+    assert read_fixations(tmp_path / "fixations.tsv")["gx"].tolist() == [500.0, 5000.0]
 
 
 def test_duplicate_keys_dropped_or_raised(tmp_path, logs):

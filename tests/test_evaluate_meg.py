@@ -77,20 +77,37 @@ def write_epochs(path, data, fixations: pd.DataFrame, subject="sub-01", ch_names
                         tmax_s=0.4, baseline_s="null", reject_grad=np.nan, n_rejected=0, n_outside_recording=0)
 
 
-def write_fit(path, model, r, fixation_ids, subject="sub-01", scheme="scene_cv", streams=("foveal",),
-              ch_names=None, random_init=False):
+def write_fit(path, model, prediction, fixation_ids, folds, subject="sub-01", scheme="scene_cv",
+              streams=("foveal",), ch_names=None, random_init=False):
     """A fits file as docs/meg.md."""
     names = ch_names or neuromag_grads()[0]
-    rng = np.random.default_rng(0)
     with h5py.File(path, "w") as h5:
         write_strings(h5, "fixation_id", fixation_ids)
         write_strings(h5, "scene_id", [f.split("_")[0] for f in fixation_ids])
-        h5["prediction"] = rng.standard_normal((len(fixation_ids),) + r.shape).astype(np.float32)
-        h5["r"] = r
-        h5["alpha"] = np.ones(r.shape)
+        h5["prediction"] = prediction.astype(np.float32)
+        h5["fold"] = folds
+        h5["alpha"] = np.ones(prediction.shape[1:])
         h5.attrs.update(subject=subject, model=model, streams=list(streams), backbone="vit_tiny", layers=[6],
                         tokens=["cls"], times=TIMES_S, ch_names=list(names), scheme=scheme, n_folds=5,
                         random_init_features=random_init)
+
+
+def predictions_with_r(target, r, folds, rng):
+    """Predictions whose within-fold r with `target` (n, ch, t) is exactly `r` (ch, t) over any set of folds.
+
+    Per fold: r * y + sqrt(1 - r^2) * e with y the fold-centred target and e fold-centred noise orthogonal to y
+    with y's norm; plus a random offset per fold, which the within-fold r ignores.
+    """
+    prediction = np.empty(target.shape)
+    for fold in np.unique(folds):
+        rows = folds == fold
+        y = (target[rows] - target[rows].mean(0)) / target.std()
+        e = rng.standard_normal(y.shape)
+        e -= e.mean(0)
+        e -= (e * y).sum(0) / (y * y).sum(0) * y
+        e *= np.sqrt((y * y).sum(0) / (e * e).sum(0))
+        prediction[rows] = r * y + np.sqrt(1 - r**2) * e + rng.standard_normal()
+    return prediction
 
 
 def bump(t_s, peak_s, width_s=0.04):
@@ -133,16 +150,19 @@ def synthetic(tmp_path_factory):
     delta = np.where(np.arange(n_ch) < N_IMPROVED, DELTA_UP, -DELTA_DOWN)[:, None] * np.ones(n_t)
     parafoveal = 0.1 * bump(TIMES_S, PARAFOVEAL_PEAK_S)[None, :] * np.ones((n_ch, 1))
     r = {"foveal": foveal, "dual": foveal + delta, "parafoveal": parafoveal}
-    ids = fixations["fixation_id"].tolist()
+    fitted = rng.permutation(len(fixations) - 10)  # the last 10 fixations have no fit; rows in another order
+    ids = fixations["fixation_id"].to_numpy()[fitted]
+    folds = fixations["sceneID"].str[-3:].astype(int).to_numpy()[fitted] % 5
     fits = []
     for model, values in r.items():
         fits.append(root / f"{model}.h5")
-        write_fit(fits[-1], model, values, ids[:-10], streams=["foveal", "parafoveal"] if model == "dual" else [model],
-                  random_init=model == "parafoveal")
+        write_fit(fits[-1], model, predictions_with_r(data[fitted], values, folds, rng), ids, folds,
+                  streams=["foveal", "parafoveal"] if model == "dual" else [model], random_init=model == "parafoveal")
     figures = {key: root / f"figure_{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
     evaluate_meg_subject(epochs, fits, root / "metrics.json", root / "scores.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)
-    return dict(root=root, epochs=epochs, fits=fits, figures=figures, fixations=fixations, r=r,
+    return dict(root=root, epochs=epochs, fits=fits, figures=figures, fixations=fixations, r=r, data=data,
+                ids=ids, folds=folds,
                 truth_nc=np.sqrt(signal_var / (signal_var + 1)), n_pairs=n_scenes * n_spots * n_trials // 2,
                 metrics=json.loads((root / "metrics.json").read_text()))
 
@@ -225,9 +245,12 @@ def test_metrics_json(synthetic):
     assert foveal["peak_latency_s"] == pytest.approx(FOVEAL_PEAK_S)
     assert metrics["models"]["parafoveal"]["peak_latency_s"] == pytest.approx(PARAFOVEAL_PEAK_S)
     assert foveal["mean_r_at_peak"] == pytest.approx(r["foveal"].mean(0).max())
-    assert foveal["best_sensor"] == names[37] and foveal["best_sensor_r"] == pytest.approx(0.55)
+    assert foveal["best_sensor"] == names[37] and foveal["best_sensor_r_optimistic"] == pytest.approx(0.55)
     assert foveal["best_sensor_latency_s"] == pytest.approx(FOVEAL_PEAK_S)
-    np.testing.assert_allclose(foveal["mean_r_over_time"], r["foveal"].mean(0))
+    best = [37, 203, 202, 201, 200]  # the highest peak r (n_best_sensors = 5)
+    assert foveal["n_best_sensors"] == 5
+    assert foveal["best_sensors_r_at_peak"] == pytest.approx(r["foveal"][best].max(1).mean())
+    np.testing.assert_allclose(foveal["mean_r_over_time"], r["foveal"].mean(0), atol=1e-6)
     with h5py.File(synthetic["root"] / "scores.h5", "r") as h5:
         nc = h5["noise_ceiling"][:].astype(np.float64)
         np.testing.assert_allclose(h5["r/dual"][:], r["dual"], atol=1e-6)
@@ -270,20 +293,47 @@ def test_without_enough_pairs_ceiling_is_null(synthetic, tmp_path):
     assert all(path.stat().st_size > 0 for path in figures.values())
 
 
-def test_mismatching_channels_name_the_file(synthetic, tmp_path):
+def test_selection_by_r_is_cross_fitted_and_only_the_optimistic_value_is_biased(synthetic, tmp_path):
+    """Pure-noise predictions: every cross-fitted score stays near 0, the best cell chosen on the same data does not."""
+    rng = np.random.default_rng(5)
+    noise = tmp_path / "noise.h5"
+    write_fit(noise, "foveal", rng.standard_normal(synthetic["data"][: len(synthetic["ids"])].shape),
+              synthetic["ids"], synthetic["folds"])
+    figures = {key: tmp_path / f"{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
+    evaluate_meg_subject(synthetic["epochs"], [noise], tmp_path / "m.json", tmp_path / "s.h5", figures,
+                         max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)
+    foveal = json.loads((tmp_path / "m.json").read_text())["models"]["foveal"]
+    sd_r = 1 / np.sqrt(len(synthetic["ids"]))  # of one sensor's r; also of the mean of its two halves' r
+    assert foveal["best_sensor_r_optimistic"] > 3 * sd_r  # the best of 204 x 26 cells
+    assert abs(foveal["best_sensors_r_at_peak"]) < 4 * sd_r / np.sqrt(5)
+    assert abs(foveal["mean_r_at_peak"]) < 4 * sd_r / np.sqrt(204)
+    assert abs(foveal["mean_r_at_peak_reliable_sensors"]) < 4 * sd_r / np.sqrt(foveal["n_reliable_sensors"])
+
+
+def test_mismatching_fits_name_the_file(synthetic, tmp_path):
     names = neuromag_grads()[0]
     swapped = [names[1], names[0]] + names[2:]
-    bad = tmp_path / "swapped.h5"
-    write_fit(bad, "foveal", synthetic["r"]["foveal"], ["x"], ch_names=swapped)
+    zeros = np.zeros((2, 204, len(TIMES_S)))
+    ids, folds = synthetic["ids"][:2], np.array([0, 1])
     figures = {key: tmp_path / f"{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
-    with pytest.raises(ValueError, match="swapped.h5.*ch_names"):
-        evaluate_meg_subject(synthetic["epochs"], [bad], tmp_path / "m.json", tmp_path / "s.h5", figures,
-                             max_distance_px=MAX_DISTANCE_PX, min_pairs=2)
+    bad = tmp_path / "swapped.h5"
+    write_fit(bad, "foveal", zeros, ids, folds, ch_names=swapped)
     short = tmp_path / "short.h5"
-    write_fit(short, "foveal", synthetic["r"]["foveal"][:, :5], ["x"])
-    with pytest.raises(ValueError, match="short.h5.*shape"):
-        evaluate_meg_subject(synthetic["epochs"], [short], tmp_path / "m.json", tmp_path / "s.h5", figures,
-                             max_distance_px=MAX_DISTANCE_PX, min_pairs=2)
+    write_fit(short, "foveal", zeros[:, :, :5], ids, folds)
+    stranger = tmp_path / "stranger.h5"
+    write_fit(stranger, "foveal", zeros, [ids[0], "sub-01_ses-9_trial-001_fix-01"], folds)
+    one_fold = tmp_path / "one_fold.h5"
+    write_fit(one_fold, "foveal", zeros, ids, np.array([3, 3]))
+    old = tmp_path / "old.h5"
+    write_fit(old, "foveal", zeros, ids, folds)
+    with h5py.File(old, "r+") as h5:
+        del h5["fold"]
+    for path, match in ((bad, "swapped.h5.*ch_names"), (short, "short.h5.*shape"),
+                        (stranger, r"stranger.h5: 1 fixation_id without an epoch \(first \['sub-01_ses-9"),
+                        (one_fold, "one_fold.h5: predictions of 1 outer fold"), (old, "old.h5: no dataset 'fold'")):
+        with pytest.raises((ValueError, KeyError), match=match):
+            evaluate_meg_subject(synthetic["epochs"], [path], tmp_path / "m.json", tmp_path / "s.h5", figures,
+                                 max_distance_px=MAX_DISTANCE_PX, min_pairs=2)
     assert not (tmp_path / "m.json").exists()
 
 

@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 
 from tbdencoder import fit_meg
+from tbdencoder.data.meg import read_epochs
+from tbdencoder.evaluate.evaluate_meg import read_fit
+from tbdencoder.evaluate.metrics import pearson_r
 from tbdencoder.io import write_strings
 
 N_CHANNELS, TIMES = 6, np.array([-0.05, 0.0, 0.05, 0.1, 0.15])
@@ -13,20 +16,22 @@ P = 16
 ALPHAS = [0.1, 1.0, 10.0, 100.0, 1000.0]
 
 
-def _write_subject(tmp_path, subject, rng, weights, n_scenes=24, per_scene=10):
+def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=10, n_channels=N_CHANNELS):
     """epochs.h5 (docs/meg.md layout) and a features file for one synthetic subject.
 
-    Channels 0-2 follow foveal features only; channels 3-4 also the parafoveal ones; channel 5 is noise.
+    Channels 0-2 follow foveal features only; channels 3-4 also the parafoveal ones; the others are noise.
+    Without weights every channel is noise.
     """
     n = n_scenes * per_scene
     ids = [f"{subject}_ses-1_trial-{k // per_scene:03d}_fix-{k % per_scene + 1:02d}" for k in range(n)]
     scenes = np.repeat([f"scene{s:03d}" for s in range(n_scenes)], per_scene)
     foveal, parafoveal = rng.standard_normal((n, P)), rng.standard_normal((n, P))
-    w_fov, w_para = weights
-    amplitude = np.zeros((n, N_CHANNELS))
-    amplitude[:, :5] = foveal @ w_fov[:, :5]
-    amplitude[:, 3:5] += parafoveal @ w_para
-    data = amplitude[:, :, None] * PROFILE + 0.7 * rng.standard_normal((n, N_CHANNELS, len(TIMES)))
+    amplitude = np.zeros((n, n_channels))
+    if weights is not None:
+        w_fov, w_para = weights
+        amplitude[:, :5] = foveal @ w_fov[:, :5]
+        amplitude[:, 3:5] += parafoveal @ w_para
+    data = amplitude[:, :, None] * PROFILE + 0.7 * rng.standard_normal((n, n_channels, len(TIMES)))
     epochs = tmp_path / f"{subject}_epochs.h5"
     with h5py.File(epochs, "w") as h5:
         onset = h5.create_dataset("grad/onset", data=(1e-11 * data).astype(np.float32))
@@ -36,7 +41,7 @@ def _write_subject(tmp_path, subject, rng, weights, n_scenes=24, per_scene=10):
         group.attrs["columns"] = ["fixation_id", "sceneID"]
         write_strings(group, "fixation_id", ids)
         write_strings(group, "sceneID", scenes)
-        write_strings(h5, "channels/name", [f"MEG{c:03d}2" for c in range(N_CHANNELS)])
+        write_strings(h5, "channels/name", [f"MEG{c:03d}2" for c in range(n_channels)])
         h5.attrs["subject"] = subject
     features = tmp_path / f"{subject}_features.h5"
     rows = [f"{i}_foveal" for i in ids] + [f"{i}_parafoveal" for i in ids]
@@ -55,11 +60,22 @@ def weights():
 
 
 def _fit(epochs, features, out, streams, **kwargs):
-    fit_meg.fit_meg_subject(epochs, features, out, model_name="+".join(streams), backbone="toy", streams=streams,
-                            layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=4, inner_folds=3, seed=0,
-                            device="cpu", **kwargs)
+    """Fit one subject; (r per channel x time as evaluate_meg scores it, attrs, prediction shape)."""
+    fit_meg.fit_meg_subject(epochs, features, out, **{**FIT, "model_name": "+".join(streams), "streams": streams,
+                                                      **kwargs})
     with h5py.File(out) as h5:
-        return h5["r"][:], dict(h5.attrs), h5["prediction"].shape
+        return _score(out, epochs).r, dict(h5.attrs), h5["prediction"].shape
+
+
+FIT = dict(backbone="toy", layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=4, inner_folds=3, seed=0, device="cpu")
+
+
+def _score(fit_path, epochs):
+    """evaluate_meg's reading of a fit: within-fold r against the epochs, joined by fixation id."""
+    data, ids, times, _ = read_epochs(epochs)
+    with h5py.File(epochs) as h5:
+        ch_names = list(h5["channels/name"].asstr()[:])
+    return read_fit(fit_path, data, ids, ch_names, times)
 
 
 class _SpyRidge(fit_meg.RidgeEncoder):
@@ -83,8 +99,11 @@ def test_folds_never_share_a_scene_and_signal_is_recovered(tmp_path, weights, mo
     r, attrs, shape = _fit(epochs, features, tmp_path / "fov.h5", ["foveal"])
     assert len(_SpyRidge.log) == 4 and shape == (240, N_CHANNELS, len(TIMES))
     with h5py.File(tmp_path / "fov.h5") as h5:
-        fitted_scenes = h5["scene_id"].asstr()[:]
+        fitted_scenes, folds = h5["scene_id"].asstr()[:], h5["fold"][:]
+        assert "r" not in h5
     assert sorted(fitted_scenes) == sorted(scenes)
+    assert sorted(set(folds)) == [0, 1, 2, 3]
+    assert all(len(set(folds[fitted_scenes == scene])) == 1 for scene in scenes)  # a scene in one fold only
     for train_scenes, model in _SpyRidge.log:
         assert train_scenes and not _predicted_scenes(model, epochs, features, scenes) & train_scenes
     assert sum(len(train) for train, _ in _SpyRidge.log) == 3 * 24  # each scene trains 3 of the 4 folds
@@ -108,13 +127,13 @@ def test_heldout_subject_is_predicted_without_its_test_scenes(tmp_path, weights,
     _SpyRidge.log = []
     monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
     out = tmp_path / "heldout.h5"
-    fit_meg.fit_meg_heldout([t[0] for t in train], [t[1] for t in train], epochs, features, out, model_name="foveal",
-                            backbone="toy", streams=["foveal"], layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=3,
-                            inner_folds=3, seed=0, device="cpu")
+    fit_meg.fit_meg_heldout([t[0] for t in train], [t[1] for t in train], epochs, features, out,
+                            **{**FIT, "model_name": "foveal", "streams": ["foveal"], "n_folds": 3})
     for train_scenes, model in _SpyRidge.log:
         assert not _predicted_scenes(model, epochs, features, scenes) & train_scenes
     with h5py.File(out) as h5:
-        r, attrs = h5["r"][:], dict(h5.attrs)
+        attrs = dict(h5.attrs)
+    r = _score(out, epochs).r
     assert attrs["scheme"] == "heldout_subject" and list(attrs["train_subjects"]) == ["sub-01", "sub-02"]
     assert r[:3, 3].min() > 0.4
 
@@ -136,7 +155,44 @@ def test_missing_features_and_foreign_sensors_are_errors(tmp_path, weights):
         del h5["channels/name"]
         write_strings(h5, "channels/name", [f"MEG{c:03d}3" for c in range(N_CHANNELS)])
     with pytest.raises(ValueError, match="shared sensor space"):
-        fit_meg.fit_meg_heldout([other], [other_features], epochs, features, tmp_path / "x.h5", model_name="m",
-                                backbone="toy", streams=["foveal"], layers=[1], tokens=["cls"], alphas=ALPHAS,
-                                n_folds=3, inner_folds=3, seed=0, device="cpu")
+        fit_meg.fit_meg_heldout([other], [other_features], epochs, features, tmp_path / "x.h5",
+                                **{**FIT, "model_name": "m", "streams": ["foveal"]})
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_fold_counts_checked_against_the_scenes_before_fitting(tmp_path, weights, monkeypatch):
+    epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)  # 24 scenes
+    train = _write_subject(tmp_path, "sub-02", np.random.default_rng(2), weights)
+    _SpyRidge.log = []
+    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    with pytest.raises(ValueError, match=r"sub-01: meg.fit.outer_folds = 30, but 24 scenes are available"):
+        _fit(epochs, features, tmp_path / "x.h5", ["foveal"], n_folds=30)
+    # 4 outer folds of 24 scenes leave 18 training scenes in each
+    with pytest.raises(ValueError, match=r"sub-01: meg.fit.inner_folds = 19, but the fewest training scenes of any "
+                                         r"of the 4 outer folds are 18"):
+        _fit(epochs, features, tmp_path / "x.h5", ["foveal"], inner_folds=19)
+    with pytest.raises(ValueError, match=r"meg.fit.inner_folds = 1, but"):
+        fit_meg.fit_meg_heldout([train[0]], [train[1]], epochs, features, tmp_path / "x.h5",
+                                **{**FIT, "model_name": "m", "streams": ["foveal"], "inner_folds": 1})
+    assert not _SpyRidge.log and not (tmp_path / "x.h5").exists()
+
+
+def test_scores_are_unbiased_on_pure_noise(tmp_path):
+    """Targets independent of the features: the within-fold r of evaluate_meg averages to 0 over targets, for
+    scene-grouped CV and the held-out subject; r pooled over folds is biased negative under scene-grouped CV
+    (the training mean moves opposite to the test fold's mean)."""
+    sizes = dict(n_scenes=40, per_scene=8, n_channels=60)  # 320 fixations, 300 targets
+    epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(100), **sizes)
+    pool = [_write_subject(tmp_path, f"sub-0{k}", np.random.default_rng(100 + k), **sizes) for k in (2, 3)]
+    fit_meg.fit_meg_subject(epochs, features, tmp_path / "cv.h5", **{**FIT, "model_name": "m", "streams": ["foveal"],
+                                                                      "n_folds": 5})
+    fit_meg.fit_meg_heldout([e for e, _, _ in pool], [f for _, f, _ in pool], epochs, features, tmp_path / "ho.h5",
+                            **{**FIT, "model_name": "m", "streams": ["foveal"], "n_folds": 5})
+    data, ids, _, _ = read_epochs(epochs)
+    for name in ("cv.h5", "ho.h5"):
+        r = _score(tmp_path / name, epochs).r.ravel()
+        assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), (name, r.mean(), r.std())
+    with h5py.File(tmp_path / "cv.h5") as h5:
+        rows = [ids.index(fid) for fid in h5["fixation_id"].asstr()[:]]
+        pooled = pearson_r(h5["prediction"][:], data[rows]).ravel()
+    assert pooled.mean() < -2 * pooled.std() / np.sqrt(pooled.size), (pooled.mean(), pooled.std())

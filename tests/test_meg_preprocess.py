@@ -202,6 +202,29 @@ def test_outside_recording_error_names_fixation(dataset, tmp_path):
     assert not (tmp_path / "e.h5").exists()
 
 
+def test_rejection_is_a_counted_drop_but_no_survivor_is_an_error(dataset, tmp_path):
+    _write_tsv(tmp_path / "fixations.tsv", dataset["rows"][:44])  # both sessions, none outside its recording
+    params = {**PARAMS, "on_bad": "error"}
+    preprocess_meg(tmp_path / "fixations.tsv", dataset["root"], tmp_path / "e.h5", **params)
+    with h5py.File(tmp_path / "e.h5", "r") as h5:
+        assert h5.attrs["n_rejected"] == 1 and h5.attrs["n_kept"] == 43
+    with pytest.raises(ValueError, match=r"fixations.tsv: no epoch of sub-01 survives: of 44 fixations, 44 rejected "
+                                         r"by the peak-to-peak threshold reject_grad=1e-15 T/m .*, 0 outside"):
+        preprocess_meg(tmp_path / "fixations.tsv", dataset["root"], tmp_path / "none.h5",
+                       **{**params, "reject_grad": 1e-15})
+    with pytest.raises(ValueError, match=r"of 46 fixations, 44 rejected .*, 2 outside their recording"):
+        preprocess_meg(dataset["root"] / "fixations.tsv", dataset["root"], tmp_path / "none.h5",
+                       **{**PARAMS, "reject_grad": 1e-15})
+    assert not (tmp_path / "none.h5").exists()
+
+
+def test_recording_without_any_epoch_window_inside_is_an_error(dataset, tmp_path):
+    rows = [{**row, "onset_s": row["onset_s"] + 100.0} if row["session"] == 2 else row for row in dataset["rows"][:44]]
+    _write_tsv(tmp_path / "fixations.tsv", rows)
+    with pytest.raises(ValueError, match=r"sub-01_ses-2_meg.fif: the epoch windows of all 22 fixations lie outside"):
+        preprocess_meg(tmp_path / "fixations.tsv", dataset["root"], tmp_path / "e.h5", **PARAMS)
+
+
 @pytest.mark.parametrize("problem", ["text", "missing"])
 def test_unreadable_recording_named(dataset, tmp_path, problem):
     rows = [{**row, "recording": "meg/sub-01/sub-01_ses-3_meg.fif"} for row in dataset["rows"][:3]]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tbdencoder.evaluate.metrics import challenge_score, pearson_r, roi_medians
+from tbdencoder.evaluate.metrics import challenge_score, pearson_r, pearson_r_within_folds, roi_medians
 
 
 def test_pearson_r_matches_hand_computation():
@@ -24,6 +24,23 @@ def test_pearson_r_constant_column_is_zero_and_shapes_checked():
     assert r[0] == 0.0
     with pytest.raises(ValueError, match="shape"):
         pearson_r(np.ones((5, 2)), np.ones((4, 2)))
+
+
+def test_pearson_r_within_folds_matches_hand_computation():
+    prediction = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [10.0, 10.0], [10.0, 10.0], [11.0, 11.0], [13.0, 13.0]])
+    target = np.array([[1.0, 1.0], [3.0, 3.0], [2.0, 2.0], [2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [1.0, 5.0]])
+    folds = np.array([0, 0, 0, 1, 1, 1, 1])
+    # fold 0 (3 rows), both columns: prediction - 2 = [-1, 0, 1], target - 2 = [-1, 1, 0]: r = 1 / sqrt(2 * 2)
+    # fold 1 (4 rows): prediction - 11 = [-1, -1, 0, 2]; column 0: target - 1 = [1, -1, 0, 0]: r = 0;
+    # column 1: target - 2 = [-2, 0, -1, 3]: r = (2 + 6) / sqrt(6 * 14)
+    fold_0, fold_1 = 0.5, np.array([0.0, 8 / np.sqrt(84)])
+    expected = (3 * fold_0 + 4 * fold_1) / 7
+    np.testing.assert_allclose(pearson_r_within_folds(prediction, target, folds), expected)
+    np.testing.assert_allclose(expected, [1.5 / 7, (1.5 + 32 / np.sqrt(84)) / 7])
+    assert pearson_r(prediction, target)[0] < 0 < expected[0]  # pooled, the fold means dominate
+    np.testing.assert_allclose(pearson_r_within_folds(prediction, target, np.zeros(7)), pearson_r(prediction, target))
+    with pytest.raises(ValueError, match="same number of rows"):
+        pearson_r_within_folds(prediction, target, folds[:3])
 
 
 def test_challenge_score_clips_normalises_and_caps():

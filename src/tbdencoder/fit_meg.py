@@ -10,6 +10,7 @@ subjects with different field strengths pool fairly and predictions are in those
   subjects; the held-out subject's scenes are split into folds and each fold is predicted by a
   model trained without any fixation on those scenes.
 
+Fits hold predictions and the outer fold of each row; evaluate_meg computes r within folds.
 Output layout: docs/meg.md (`results/fits/meg/<sub>/<model>.h5`).
 """
 
@@ -24,7 +25,6 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from tbdencoder.data.meg import read_epochs
-from tbdencoder.evaluate.metrics import pearson_r
 from tbdencoder.features.store import load_design_matrix
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.ridge import RidgeEncoder
@@ -91,41 +91,56 @@ def load_rows(epochs_path: str | Path, features_path: str | Path, streams: list[
     return MegRows(subject, ids, scenes, X, Y, ch_names, np.asarray(times), random_init)
 
 
-def _check_folds(n_folds: int, scenes: np.ndarray, what: str) -> None:
-    n_scenes = len(np.unique(scenes))
-    if n_folds < 2 or n_folds > n_scenes:
-        raise ValueError(f"{what}: {n_folds} scene-grouped folds need 2..{n_scenes} (the number of scenes)")
+def _scene_folds(target: MegRows, scenes: np.ndarray, settings: RidgeSettings,
+                 n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training mask over the rows with `scenes`, test rows of the target) per outer fold, grouped by the target's
+    scenes; the outer and inner fold counts are checked against the scenes available before any fitting."""
+    n_scenes = len(np.unique(target.scene_id))
+    if not 2 <= n_folds <= n_scenes:
+        raise ValueError(f"{target.subject}: meg.fit.outer_folds = {n_folds}, but {n_scenes} scenes are available "
+                         f"(scene-grouped folds need 2..{n_scenes})")
+    splits = GroupKFold(n_folds, shuffle=True, random_state=settings.seed).split(target.X, groups=target.scene_id)
+    folds = [(~np.isin(scenes, target.scene_id[test]), test) for _, test in splits]
+    fewest = min(len(np.unique(scenes[train])) for train, _ in folds)
+    if not 2 <= settings.inner_folds <= fewest:
+        raise ValueError(f"{target.subject}: meg.fit.inner_folds = {settings.inner_folds}, but the fewest training "
+                         f"scenes of any of the {n_folds} outer folds are {fewest} (scene-grouped inner folds need "
+                         f"2..{fewest})")
+    return folds
 
 
 def _predict_by_scene_folds(target: MegRows, X: np.ndarray, Y: np.ndarray, scenes: np.ndarray,
-                            settings: RidgeSettings, n_folds: int, model_name: str) -> tuple[np.ndarray, np.ndarray]:
+                            settings: RidgeSettings, n_folds: int,
+                            model_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split the target's scenes into folds; predict each fold from the rows (X, Y, scenes) not on its scenes.
 
-    Returns the predictions of every target row and the median over folds of each target's alpha.
+    Returns the predictions of every target row, the outer fold that predicted each row, and the median over
+    folds of each target's alpha.
     """
+    folds = _scene_folds(target, scenes, settings, n_folds)
     prediction = np.empty_like(target.Y)
+    row_fold = np.empty(len(prediction), dtype=np.int64)
     fold_alphas = []
-    splits = GroupKFold(n_folds, shuffle=True, random_state=settings.seed).split(target.X, groups=target.scene_id)
-    for fold, (_, test) in enumerate(splits):
-        train = ~np.isin(scenes, target.scene_id[test])
+    for fold, (train, test) in enumerate(folds):
         model = settings.fit(X[train], Y[train], scenes[train])
         prediction[test] = model.predict(target.X[test])
+        row_fold[test] = fold
         fold_alphas.append(model.alpha_)
         log.info("%s %s fold %d/%d: %d training fixations (%d left out: scenes of the test fold), %d test fixations",
                  target.subject, model_name, fold + 1, n_folds, int(train.sum()), int((~train).sum()), len(test))
-    return prediction, np.median(fold_alphas, axis=0)
+    return prediction, row_fold, np.median(fold_alphas, axis=0)
 
 
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
                     backbone: str, streams: list[str], layers: list[int], tokens: list[str], alphas: list[float],
                     n_folds: int, inner_folds: int, seed: int, device: str = "auto") -> None:
-    """Out-of-fold predictions of one subject's epochs, folds grouped by scene; r per sensor x time."""
+    """Out-of-fold predictions of one subject's epochs, folds grouped by scene."""
     start = time.perf_counter()
     rows = load_rows(epochs_path, features_path, streams, layers, tokens)
-    _check_folds(n_folds, rows.scene_id, str(epochs_path))
     settings = RidgeSettings(alphas, inner_folds, seed, device)
-    prediction, alpha = _predict_by_scene_folds(rows, rows.X, rows.Y, rows.scene_id, settings, n_folds, model_name)
-    _write_fit(out_path, rows, prediction, alpha, model_name=model_name, backbone=backbone, streams=streams,
+    prediction, fold, alpha = _predict_by_scene_folds(rows, rows.X, rows.Y, rows.scene_id, settings, n_folds,
+                                                      model_name)
+    _write_fit(out_path, rows, prediction, fold, alpha, model_name=model_name, backbone=backbone, streams=streams,
                layers=layers, tokens=tokens, scheme="scene_cv", n_folds=n_folds, train_subjects=[rows.subject],
                elapsed_s=time.perf_counter() - start)
 
@@ -145,26 +160,24 @@ def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | P
         if rows.ch_names != target.ch_names or not np.allclose(rows.times, target.times):
             raise ValueError(f"{path}: channels or epoch times differ from {epochs_path}; a shared sensor space "
                              f"(same channel names and times) is needed to predict a held-out subject")
-    _check_folds(n_folds, target.scene_id, str(epochs_path))
     settings = RidgeSettings(alphas, inner_folds, seed, device)
-    prediction, alpha = _predict_by_scene_folds(
+    prediction, fold, alpha = _predict_by_scene_folds(
         target, np.concatenate([rows.X for rows in pool]), np.concatenate([rows.Y for rows in pool]),
         np.concatenate([rows.scene_id for rows in pool]), settings, n_folds, model_name)
-    _write_fit(out_path, target, prediction, alpha, model_name=model_name, backbone=backbone, streams=streams,
+    _write_fit(out_path, target, prediction, fold, alpha, model_name=model_name, backbone=backbone, streams=streams,
                layers=layers, tokens=tokens, scheme="heldout_subject", n_folds=n_folds,
                train_subjects=[rows.subject for rows in pool], elapsed_s=time.perf_counter() - start)
 
 
-def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, alpha: np.ndarray, *, model_name: str,
-               backbone: str, streams: list[str], layers: list[int], tokens: list[str], scheme: str, n_folds: int,
-               train_subjects: list[str], elapsed_s: float) -> None:
+def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, fold: np.ndarray, alpha: np.ndarray, *,
+               model_name: str, backbone: str, streams: list[str], layers: list[int], tokens: list[str], scheme: str,
+               n_folds: int, train_subjects: list[str], elapsed_s: float) -> None:
     shape = (len(rows.ch_names), len(rows.times))
-    r = pearson_r(prediction, rows.Y).reshape(shape)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         write_strings(h5, "fixation_id", rows.fixation_id)
         write_strings(h5, "scene_id", rows.scene_id)
         h5["prediction"] = prediction.reshape(len(prediction), *shape)
-        h5["r"] = r
+        h5["fold"] = fold
         h5["alpha"] = alpha.reshape(shape)
         h5.attrs.update(
             subject=rows.subject, model=model_name, streams=streams, backbone=backbone, layers=layers,
@@ -172,8 +185,6 @@ def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, alph
             train_subjects=train_subjects, random_init_features=rows.random_init_features,
             prediction_units="z-score per sensor x time over the subject's fixations",
         )
-    peak = int(np.argmax(r.mean(0)))
-    log.info("%s %s (%s, %s): X %s, %d targets; mean r over sensors peaks at %.0f ms (%.3f), best sensor r %.3f; "
-             "%.1f s%s", rows.subject, model_name, scheme, "+".join(streams), rows.X.shape, r.size,
-             1e3 * rows.times[peak], r.mean(0)[peak], r.max(), elapsed_s,
+    log.info("%s %s (%s, %s): X %s, %d targets, %d folds, median alpha %g; %.1f s%s", rows.subject, model_name,
+             scheme, "+".join(streams), rows.X.shape, alpha.size, n_folds, np.median(alpha), elapsed_s,
              " (features from a RANDOM-INIT network)" if rows.random_init_features else "")

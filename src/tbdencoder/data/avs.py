@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry
 from tbdencoder.io import atomic_path, get_logger
 
 log = get_logger("avs")
@@ -78,12 +79,14 @@ def _check_parsed(path: str | Path, table: pd.DataFrame, column: str, bad: pd.Se
         raise ValueError(f"{path}: line {line}, column {column!r}: expected {what}, got {value!r}{more}")
 
 
-def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Path, *, on_bad: str) -> None:
+def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Path, *, on_bad: str,
+                      screen: ScreenGeometry = DEFAULT_SCREEN) -> None:
     """Write the subject's fixations.tsv; bad fixation rows are dropped (with a warning) or raise, per `on_bad`.
 
-    Bad rows: duplicate (subject, session, trial, fix_sequence), non-finite gaze, non-finite onset or duration,
-    no `scenes/<sceneID>.png|.jpg`. `next_gx`/`next_gy` is the next fixation of the trial by fix_sequence, left
-    empty when that fixation is bad (its position is unknown), absent, or on another scene.
+    Bad rows: duplicate (subject, session, trial, fix_sequence), non-finite gaze, gaze off the screen (outside
+    0..width_px x 0..height_px of `screen`), non-finite onset or duration, no `scenes/<sceneID>.png|.jpg`.
+    `next_gx`/`next_gy` is the next fixation of the trial by fix_sequence, left empty when that fixation is bad
+    (its position is unknown), absent, or on another scene.
     """
     if on_bad not in ON_BAD:
         raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
@@ -95,7 +98,7 @@ def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Pat
         raise ValueError(f"{metadata_path}: no fixation rows for subject {subject}; "
                          f"subjects with fixations: {sorted(fixations['subject'].unique().tolist())}")
     scene_paths = {scene: _scene_path(Path(dataset_dir), scene) for scene in rows["sceneID"].unique()}
-    reasons = _bad_reasons(rows, scene_paths)
+    reasons = _bad_reasons(rows, scene_paths, screen)
     bad = reasons.ne("")
     if bad.any():
         keys = [f"line {line} ({_row_label(rows.loc[line])}, scene {rows.at[line, 'sceneID']!r}): {reasons[line]}"
@@ -140,11 +143,13 @@ def _row_label(row: pd.Series) -> str:
     return fixation_label(row["subject"], row["session"], row["trial"], row["fix_sequence"])
 
 
-def _bad_reasons(rows: pd.DataFrame, scene_paths: dict[str, Path | None]) -> pd.Series:
+def _bad_reasons(rows: pd.DataFrame, scene_paths: dict[str, Path | None], screen: ScreenGeometry) -> pd.Series:
     """Per row, why it is bad ('' when it is fine); the first failing check names it."""
+    on_screen = rows["mean_gx"].between(0, screen.width_px) & rows["mean_gy"].between(0, screen.height_px)
     checks = {
         "duplicate key": rows.duplicated(["subject", "session", "trial", "fix_sequence"], keep=False),
         "non-finite gaze": ~np.isfinite(rows[["mean_gx", "mean_gy"]]).all(axis=1),
+        f"gaze off the screen (outside 0..{screen.width_px} x 0..{screen.height_px} px)": ~on_screen,
         "non-finite onset or duration": ~np.isfinite(rows[["start_time", "duration"]]).all(axis=1),
         f"no scene image scenes/<sceneID>{' or '.join(SCENE_SUFFIXES)}": rows["sceneID"].map(scene_paths).isna(),
     }

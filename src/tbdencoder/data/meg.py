@@ -117,6 +117,10 @@ def _epoch_recording(
             f"{path}: fixation {fixation_id[first]} epoch window {window_s} lies outside the recording "
             f"(duration {duration_s:.3f} s); {len(outside_ids)} such fixations"
         )
+    if not inside.any():
+        raise ValueError(f"{path}: the epoch windows of all {len(rows)} fixations lie outside the recording "
+                         f"(duration {duration_s:.3f} s, onsets {onset_s.min():.3f}..{onset_s.max():.3f} s; "
+                         "expected onset_s in seconds from the recording's first sample)")
     dropped = {fid: "outside_recording" for fid in outside_ids}
 
     samples = onset_sample[inside] + raw.first_samp
@@ -138,7 +142,7 @@ def _epoch_recording(
             dropped[fid] = "rejected:" + ",".join(reasons)
     kept_ids = epochs.metadata["fixation_id"].tolist()
     result = _RecordingEpochs(
-        path=path, data=epochs.get_data(copy=False).astype(np.float32), fixation_id=kept_ids,
+        path=path, data=epochs.get_data(copy=False, verbose="error").astype(np.float32), fixation_id=kept_ids,
         times_s=epochs.times.copy(), info=epochs.info, dropped=dropped,
         n_outside=len(outside_ids), n_rejected=int(inside.sum()) - len(kept_ids),
     )
@@ -187,7 +191,9 @@ def preprocess_meg(
 
     on_bad: what to do with a fixation whose epoch window lies outside its recording,
     'drop' (counted in `n_outside_recording`) or 'error' (ValueError naming the fixation).
-    reject_grad: peak-to-peak rejection threshold in T/m (None: no rejection).
+    reject_grad: peak-to-peak rejection threshold in T/m (None: no rejection). Rejection is the documented
+    artefact policy, so a rejected epoch is a counted drop (`n_rejected`) whatever `on_bad`; a subject with no
+    surviving epoch is a ValueError with the counts.
     """
     start = time.perf_counter()
     if on_bad not in ON_BAD:
@@ -227,7 +233,15 @@ def preprocess_meg(
                              f"(expected the same channels in the same order; differing: {differ[:6]})")
         recordings.append(result)
 
+    n_rejected = sum(rec.n_rejected for rec in recordings)
+    n_outside = sum(rec.n_outside for rec in recordings)
     data_by_id = {fid: (rec, i) for rec in recordings for i, fid in enumerate(rec.fixation_id)}
+    if not data_by_id:
+        raise ValueError(
+            f"{fixations_path}: no epoch of {subject} survives: of {len(table)} fixations, {n_rejected} rejected by "
+            f"the peak-to-peak threshold reject_grad={reject_grad} T/m (meg.preprocessing.reject_grad), "
+            f"{n_outside} outside their recording; raise reject_grad (or 'none') or check the recordings"
+        )
     kept = table[table["fixation_id"].isin(data_by_id)].reset_index(drop=True)
     n_times = len(recordings[0].times_s)
     data = np.empty((len(kept), len(recordings[0].info["ch_names"]), n_times), dtype=np.float32)
@@ -259,17 +273,14 @@ def preprocess_meg(
             h_freq_hz=float(h_freq_hz), sfreq_hz=float(sfreq_hz), tmin_s=float(tmin_s), tmax_s=float(tmax_s),
             baseline_s=_baseline_json(baseline_s),
             reject_grad=np.nan if reject_grad is None else float(reject_grad),
-            n_fixations=len(table), n_kept=len(kept),
-            n_rejected=sum(rec.n_rejected for rec in recordings),
-            n_outside_recording=sum(rec.n_outside for rec in recordings),
+            n_fixations=len(table), n_kept=len(kept), n_rejected=n_rejected, n_outside_recording=n_outside,
             recordings=[str(rec.path.relative_to(dataset_dir)) for rec in recordings],
             n_kept_per_recording=[len(rec.fixation_id) for rec in recordings],
             n_rejected_per_recording=[rec.n_rejected for rec in recordings],
             n_outside_per_recording=[rec.n_outside for rec in recordings],
         )
     log.info("%s: grad/onset %s (%d kept of %d; %d rejected, %d outside) in %.1f s", out_path, data.shape,
-             len(kept), len(table), sum(rec.n_rejected for rec in recordings),
-             sum(rec.n_outside for rec in recordings), time.perf_counter() - start)
+             len(kept), len(table), n_rejected, n_outside, time.perf_counter() - start)
 
 
 def read_epochs(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, pd.DataFrame]:

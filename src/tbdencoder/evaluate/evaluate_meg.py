@@ -1,8 +1,15 @@
 """Step `evaluate_meg`: one subject's MEG fits scored per sensor x time against a noise ceiling, with figures.
 
+r is the Pearson r within each outer fold, averaged over the folds (metrics.pearson_r_within_folds: 0 in
+expectation on pure noise), of each fit's out-of-fold predictions with the epochs, joined by fixation id.
+Whatever is chosen by r (a peak latency, the best sensors) is chosen on one half of the outer folds and scored
+on the other, and vice versa (`cross_fit`); the one value still chosen on the same data is named so
+(`best_sensor_r_optimistic`).
+
 metrics json: {subject, n_pairs, max_distance_px, min_pairs, times (s), random_init_features,
-models: {model: {scheme, streams, n_fixations, peak_latency_s, mean_r_at_peak, best_sensor, best_sensor_r,
-best_sensor_latency_s, mean_r_over_time, median_noise_ceiling_at_peak, mean_r_at_peak_over_nc}},
+models: {model: {scheme, streams, n_fixations, peak_latency_s, mean_r_at_peak, mean_r_over_time, n_best_sensors,
+best_sensors_r_at_peak, best_sensor, best_sensor_r_optimistic, best_sensor_latency_s, median_noise_ceiling_at_peak,
+mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors, n_reliable_sensors}},
 <b>_minus_<a> (for compare = (a, b), when both fitted): {reference_latency_s, mean_delta_r_at_peak,
 fraction_cells_improved}}. Undefined values (no noise ceiling) are null.
 scores h5: `r/<model>` (ch, t), `noise_ceiling` (ch, t; NaN without enough repeats), `times` (t,) s,
@@ -24,6 +31,7 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tbdencoder.data.meg import channel_info, read_epochs  # noqa: E402
+from tbdencoder.evaluate.metrics import pearson_r_within_folds  # noqa: E402
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs  # noqa: E402
 from tbdencoder.io import atomic_path, atomic_write_text, get_logger, write_strings  # noqa: E402
 
@@ -36,7 +44,7 @@ RANDOM_INIT_NOTE = "(features from a RANDOM-INIT network)"
 
 @dataclass
 class MegFit:
-    """What the evaluation needs of one fits file."""
+    """What the evaluation needs of one fits file, scored against the epochs."""
 
     path: Path
     model: str
@@ -45,18 +53,24 @@ class MegFit:
     subject: str
     random_init_features: bool
     n_fixations: int
-    r: np.ndarray  # (ch, t)
+    r: np.ndarray  # (ch, t) within-fold r over all folds
+    r_halves: np.ndarray  # (2, ch, t) within-fold r over alternate outer folds (1st, 3rd, ... / 2nd, 4th, ...)
 
 
 def _strings(value) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
 
-def read_fit(path: str | Path, ch_names: list[str], times_s: np.ndarray) -> MegFit:
-    """A fits file's r and attrs, checked against the epochs' channels and times."""
+def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_names: list[str],
+             times_s: np.ndarray) -> MegFit:
+    """A fits file's attrs, checked against the epochs' channels and times, and the within-fold r of its
+    predictions with the epochs `data` (n, ch, t) of `fixation_ids`, rows joined by fixation id.
+
+    r is invariant to fit_meg's per-column z-scoring of the targets, so the raw epochs serve as targets.
+    """
     path = Path(path)
     with h5py.File(path, "r") as h5:
-        for key in ("r", "fixation_id"):
+        for key in ("prediction", "fold", "fixation_id"):
             if key not in h5:
                 raise KeyError(f"{path}: no dataset {key!r} (expected the fits layout of docs/meg.md)")
         attrs = dict(h5.attrs)
@@ -64,13 +78,12 @@ def read_fit(path: str | Path, ch_names: list[str], times_s: np.ndarray) -> MegF
                    if k not in attrs]
         if missing:
             raise KeyError(f"{path}: missing attrs {missing} (expected the fits layout of docs/meg.md)")
-        fit = MegFit(path=path, model=str(attrs["model"]), scheme=str(attrs["scheme"]),
-                     streams=_strings(attrs["streams"]), subject=str(attrs["subject"]),
-                     random_init_features=bool(attrs["random_init_features"]),
-                     n_fixations=len(h5["fixation_id"]), r=h5["r"][:].astype(np.float64))
+        fit_ids = list(h5["fixation_id"].asstr()[:])
+        prediction, folds = h5["prediction"][:], h5["fold"][:]
     expected = (len(ch_names), len(times_s))
-    if fit.r.shape != expected:
-        raise ValueError(f"{path}: r has shape {fit.r.shape}, expected (channels, times) = {expected} of the epochs")
+    if prediction.shape[1:] != expected:
+        raise ValueError(f"{path}: prediction has shape {prediction.shape}, expected (fixations, channels, times) "
+                         f"= (n, *{expected}) of the epochs")
     fit_names = _strings(attrs["ch_names"])
     if fit_names != list(ch_names):
         differ = [(a, b) for a, b in zip(fit_names, ch_names) if a != b][:3]
@@ -82,7 +95,33 @@ def read_fit(path: str | Path, ch_names: list[str], times_s: np.ndarray) -> MegF
         raise ValueError(f"{path}: attrs times differ from the epochs' grad/onset times "
                          f"({fit_times.min():.3f}..{fit_times.max():.3f} s, {len(fit_times)} samples; expected "
                          f"{times_s.min():.3f}..{times_s.max():.3f} s, {len(times_s)} samples)")
-    return fit
+    row = {fid: i for i, fid in enumerate(fixation_ids)}
+    no_epoch = [fid for fid in fit_ids if fid not in row]
+    if no_epoch:
+        raise ValueError(f"{path}: {len(no_epoch)} fixation_id without an epoch (first {no_epoch[:3]}); "
+                         "expected the fit's rows among the epochs' fixation_id")
+    fold_values = np.unique(folds)
+    if len(fold_values) < 2:
+        raise ValueError(f"{path}: predictions of {len(fold_values)} outer fold; expected at least 2 (`fold`)")
+    target = data[[row[fid] for fid in fit_ids]]
+    half = np.searchsorted(fold_values, folds) % 2
+    return MegFit(path=path, model=str(attrs["model"]), scheme=str(attrs["scheme"]),
+                  streams=_strings(attrs["streams"]), subject=str(attrs["subject"]),
+                  random_init_features=bool(attrs["random_init_features"]), n_fixations=len(fit_ids),
+                  r=pearson_r_within_folds(prediction, target, folds),
+                  r_halves=np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h])
+                                     for h in (0, 1)]))
+
+
+def cross_fit(choose_by: np.ndarray, score_on: np.ndarray, choose, score):
+    """Mean over the two fold halves h of score(score_on[h], choose(choose_by[1 - h])): what is chosen by r
+    (a peak latency, the best sensors) is scored on the other half of the folds, so the choice adds no optimism."""
+    return np.mean([score(score_on[h], choose(choose_by[1 - h])) for h in (0, 1)], axis=0)
+
+
+def peak_index(r: np.ndarray) -> int:
+    """Time index of the peak of the mean r over sensors."""
+    return int(np.argmax(r.mean(0)))
 
 
 def best_sensors(r: np.ndarray, n: int) -> np.ndarray:
@@ -90,49 +129,68 @@ def best_sensors(r: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-r.max(1), kind="stable")[:n]
 
 
+def at_peak(choose_by: np.ndarray, score_on: np.ndarray, score=lambda values, t: values[:, t]):
+    """score(values, t) (default: the sensor map at t) at the peak t of the mean r over sensors, cross-fitted:
+    t is chosen on one half of `choose_by` (2, ch, t) and the values are taken from the other half of `score_on`."""
+    return cross_fit(choose_by, score_on, peak_index, score)
+
+
+def best_sensors_r(choose_by: np.ndarray, score_on: np.ndarray, n: int) -> np.ndarray:
+    """Mean over the `n` best sensors of `score_on` (ch, t) over time, the sensors chosen by r on the other half."""
+    return cross_fit(choose_by, score_on, lambda r: best_sensors(r, n), lambda values, best: values[best].mean(0))
+
+
 RELIABLE_FRACTION = 0.1  # share of sensors, those with the highest noise ceiling, in the "reliable" summary
 
 
-def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.ndarray) -> dict:
-    """Peak latency of the mean-over-sensors r, the best sensor x time cell, and r relative to the ceiling.
+def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.ndarray, n_best: int) -> dict:
+    """Peak latency of the mean-over-sensors r, r at the peak, over the `n_best` best sensors and relative to the
+    ceiling, all cross-fitted (`cross_fit`), and the best sensor x time cell chosen on the same data (optimistic).
 
     `mean_r_at_peak_reliable_sensors`: mean r at the peak over the RELIABLE_FRACTION of sensors with the
-    highest noise ceiling there; chosen from the data's repeats, not from r, so it is not biased upwards
-    the way the best sensor's r is.
+    highest noise ceiling there (chosen from the data's repeats, not from r).
     """
     mean_r = fit.r.mean(0)
-    peak = int(np.argmax(mean_r))
+    peak = peak_index(fit.r)
+    halves = fit.r_halves
     sensor, time = np.unravel_index(int(np.argmax(fit.r)), fit.r.shape)
-    nc_at_peak = nc[:, peak]
-    has_nc = bool(np.isfinite(nc_at_peak).any())
-    mean_nc_at_peak = float(np.nanmean(nc_at_peak)) if has_nc else np.nan
+    has_nc = bool(np.isfinite(nc).any())
+    mean_nc = np.nanmean(nc, 0) if has_nc else np.full(len(times_s), np.nan)
+    mean_nc[~(mean_nc > 0)] = np.nan  # no ratio to a zero ceiling
     n_reliable = max(1, round(RELIABLE_FRACTION * len(ch_names)))
-    reliable = np.argsort(-np.nan_to_num(nc_at_peak, nan=-np.inf), kind="stable")[:n_reliable]
+
+    def reliable(t: int) -> np.ndarray:
+        return np.argsort(-np.nan_to_num(nc[:, t], nan=-np.inf), kind="stable")[:n_reliable]
+
     return {
         "scheme": fit.scheme,
         "streams": fit.streams,
         "n_fixations": fit.n_fixations,
         "peak_latency_s": float(times_s[peak]),
-        "mean_r_at_peak": float(mean_r[peak]),
-        "best_sensor": ch_names[sensor],
-        "best_sensor_r": float(fit.r[sensor, time]),
-        "best_sensor_latency_s": float(times_s[time]),
+        "mean_r_at_peak": float(at_peak(halves, halves).mean()),
         "mean_r_over_time": [float(v) for v in mean_r],
-        "median_noise_ceiling_at_peak": float(np.nanmedian(nc_at_peak)) if has_nc else np.nan,
+        "n_best_sensors": n_best,
+        "best_sensors_r_at_peak": float(cross_fit(halves, halves, lambda r: (best_sensors(r, n_best), peak_index(r)),
+                                                  lambda r, chosen: r[chosen].mean())),
+        "best_sensor": ch_names[sensor],
+        "best_sensor_r_optimistic": float(fit.r[sensor, time]),
+        "best_sensor_latency_s": float(times_s[time]),
+        "median_noise_ceiling_at_peak": float(np.nanmedian(nc[:, peak])) if has_nc else np.nan,
         # ratio of means over sensors at the peak: the fraction of the ceiling the model reaches
-        "mean_r_at_peak_over_nc": float(mean_r[peak] / mean_nc_at_peak) if mean_nc_at_peak > 0 else np.nan,
-        "mean_r_at_peak_reliable_sensors": float(fit.r[reliable, peak].mean()) if has_nc else np.nan,
+        "mean_r_at_peak_over_nc": float(at_peak(halves, halves, lambda r, t: r[:, t].mean() / mean_nc[t])),
+        "mean_r_at_peak_reliable_sensors": float(at_peak(halves, halves, lambda r, t: r[reliable(t), t].mean())
+                                                 if has_nc else np.nan),
         "n_reliable_sensors": n_reliable,
     }
 
 
-def compare_models(r_a: np.ndarray, r_b: np.ndarray, peak_a: int, times_s: np.ndarray) -> dict:
-    """b - a: mean over sensors at a's peak latency, and the fraction of sensor x time cells where b > a."""
-    delta = r_b - r_a
+def compare_models(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray) -> dict:
+    """b - a: mean over sensors at a's peak latency (cross-fitted), and the fraction of sensor x time cells
+    where b > a."""
     return {
-        "reference_latency_s": float(times_s[peak_a]),
-        "mean_delta_r_at_peak": float(delta[:, peak_a].mean()),
-        "fraction_cells_improved": float((delta > 0).mean()),
+        "reference_latency_s": float(times_s[peak_index(fit_a.r)]),
+        "mean_delta_r_at_peak": float(at_peak(fit_a.r_halves, fit_b.r_halves - fit_a.r_halves).mean()),
+        "fraction_cells_improved": float((fit_b.r > fit_a.r).mean()),
     }
 
 
@@ -180,7 +238,7 @@ def evaluate_meg_subject(
 
     fits: dict[str, MegFit] = {}
     for path in fit_paths:
-        fit = read_fit(path, ch_names, times_s)
+        fit = read_fit(path, data, fixation_ids, ch_names, times_s)
         if fit.subject != subject:
             raise ValueError(f"{path}: subject {fit.subject!r}, expected {subject!r} of {epochs_path}")
         if fit.model in fits:
@@ -198,15 +256,16 @@ def evaluate_meg_subject(
                "min_pairs": int(min_pairs), "times": [float(t) for t in times_s],
                "random_init_features": random_init, "models": {}}
     for model, fit in fits.items():
-        entry = metrics["models"][model] = model_metrics(fit, times_s, ch_names, nc)
-        log.info("%s %s (%s): peak %.0f ms, mean r at peak %.3f, best sensor %s r %.3f at %.0f ms", subject, model,
-                 fit.scheme, 1e3 * entry["peak_latency_s"], entry["mean_r_at_peak"], entry["best_sensor"],
-                 entry["best_sensor_r"], 1e3 * entry["best_sensor_latency_s"])
+        entry = metrics["models"][model] = model_metrics(fit, times_s, ch_names, nc, n_best_sensors)
+        log.info("%s %s (%s): peak %.0f ms, mean r at peak %.3f, %d best sensors %.3f (cross-fitted); best sensor %s "
+                 "r %.3f at %.0f ms (chosen on the same data: optimistic)", subject, model, fit.scheme,
+                 1e3 * entry["peak_latency_s"], entry["mean_r_at_peak"], n_best_sensors,
+                 entry["best_sensors_r_at_peak"], entry["best_sensor"], entry["best_sensor_r_optimistic"],
+                 1e3 * entry["best_sensor_latency_s"])
     comparable = bool(compare) and all(m in fits for m in compare)
     if comparable:
         a, b = compare
-        peak_a = int(np.argmax(fits[a].r.mean(0)))
-        metrics[f"{b}_minus_{a}"] = compare_models(fits[a].r, fits[b].r, peak_a, times_s)
+        metrics[f"{b}_minus_{a}"] = compare_models(fits[a], fits[b], times_s)
     elif compare:
         log.warning("%s: cannot compare %s (models fitted: %s); %s shows a notice", subject, list(compare),
                     sorted(fits), figure_paths["dual_vs_foveal"])
@@ -313,7 +372,8 @@ def _plot_notice(text: str, out_path: str | Path) -> None:
 def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_best: int, title: str,
                 out_path: str | Path) -> None:
     """Left: r over time, mean over sensors (noise ceiling shaded), each model's peak marked.
-    Right: mean of each model's `n_best` sensors (dotted: their mean noise ceiling)."""
+    Right: mean of each model's `n_best` sensors, chosen on the other half of the folds (dotted: their mean
+    noise ceiling)."""
     times_ms = 1e3 * times_s
     has_nc = bool(np.isfinite(nc).any())
     fig, (ax_mean, ax_best) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
@@ -322,17 +382,18 @@ def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_
     for i, (model, fit) in enumerate(fits.items()):
         color = f"C{i}"
         mean_r = fit.r.mean(0)
-        peak = int(np.argmax(mean_r))
+        peak = peak_index(fit.r)
         ax_mean.plot(times_ms, mean_r, color=color, label=model)
         ax_mean.axvline(times_ms[peak], color=color, linestyle="--", linewidth=0.8)
         ax_mean.annotate(f"{times_ms[peak]:.0f} ms", (times_ms[peak], mean_r[peak]), xytext=(4, 4 + 10 * i),
                          textcoords="offset points", color=color, fontsize="small")
-        best = best_sensors(fit.r, n_best)
-        ax_best.plot(times_ms, fit.r[best].mean(0), color=color, label=model)
+        ax_best.plot(times_ms, best_sensors_r(fit.r_halves, fit.r_halves, n_best), color=color, label=model)
         if has_nc:
-            ax_best.plot(times_ms, nc[best].mean(0), color=color, linestyle=":", linewidth=1)
+            ax_best.plot(times_ms, best_sensors_r(fit.r_halves, np.stack([nc, nc]), n_best), color=color,
+                         linestyle=":", linewidth=1)
     ax_mean.set_title("mean over sensors")
-    ax_best.set_title(f"mean of each model's {n_best} best sensors" + (" (dotted: their ceiling)" if has_nc else ""))
+    ax_best.set_title(f"mean of each model's {n_best} best sensors, chosen on the other half of the folds"
+                      + ("\n(dotted: their ceiling)" if has_nc else ""), fontsize="medium")
     for ax in (ax_mean, ax_best):
         ax.axhline(0, color="black", linewidth=0.5)
         ax.axvline(0, color="0.5", linewidth=0.5)
@@ -356,31 +417,32 @@ def _pair_mean(values: np.ndarray, grad_pairs: np.ndarray) -> np.ndarray:
 
 def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
                   title: str, out_path: str | Path) -> None:
-    """r (mean of each gradiometer pair) at each model's peak latency, one panel per model, shared scale."""
-    maps = {}
-    for model, fit in fits.items():
-        peak = int(np.argmax(fit.r.mean(0)))
-        maps[model] = (times_s[peak], _pair_mean(fit.r[:, peak], grad_pairs))
-    vlim = max(float(np.abs(m).max()) for _, m in maps.values()) or 1.0
+    """r (mean of each gradiometer pair) at each model's peak latency (cross-fitted: the map of each fold half at
+    the peak of the other half), one panel per model, shared scale."""
+    maps = {model: at_peak(fit.r_halves, fit.r_halves) for model, fit in fits.items()}
+    vlim = max(float(np.abs(_pair_mean(m, grad_pairs)).max()) for m in maps.values()) or 1.0
     fig, axes = plt.subplots(1, len(maps), figsize=(3.4 * len(maps) + 1, 3.8), squeeze=False)
-    for ax, (model, (latency_s, values)) in zip(axes[0], maps.items()):
-        im = _topomap(ax, values, topo_info, vlim)
-        ax.set_title(f"{model}\n{1e3 * latency_s:.0f} ms, mean r {fits[model].r.mean(0).max():.3f}", fontsize="small")
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="Pearson r (gradiometer pair mean)")
+    for ax, (model, values) in zip(axes[0], maps.items()):
+        im = _topomap(ax, _pair_mean(values, grad_pairs), topo_info, vlim)
+        latency_ms = 1e3 * times_s[peak_index(fits[model].r)]
+        ax.set_title(f"{model}\n{latency_ms:.0f} ms, mean r {values.mean():.3f}", fontsize="small")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8,
+                 label="Pearson r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
     fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
     _save(fig, out_path)
 
 
 def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
                     n_best: int, title: str, out_path: str | Path) -> None:
-    """delta r = b - a over time (mean over sensors and over a's `n_best` sensors), and its topomap at a's peak."""
+    """delta r = b - a over time (mean over sensors and over a's `n_best` sensors), and its topomap at a's peak;
+    a's best sensors and peak are chosen on the other half of the folds."""
     times_ms = 1e3 * times_s
-    delta = fit_b.r - fit_a.r
-    peak = int(np.argmax(fit_a.r.mean(0)))
+    delta_halves = fit_b.r_halves - fit_a.r_halves
+    peak = peak_index(fit_a.r)
     fig, (ax_time, ax_map) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.8, 1]})
-    ax_time.plot(times_ms, delta.mean(0), color="C0", label="mean over sensors")
-    ax_time.plot(times_ms, delta[best_sensors(fit_a.r, n_best)].mean(0), color="C1",
-                 label=f"{fit_a.model}'s {n_best} best sensors")
+    ax_time.plot(times_ms, (fit_b.r - fit_a.r).mean(0), color="C0", label="mean over sensors")
+    ax_time.plot(times_ms, best_sensors_r(fit_a.r_halves, delta_halves, n_best), color="C1",
+                 label=f"{fit_a.model}'s {n_best} best sensors (chosen on the other half of the folds)")
     ax_time.axhline(0, color="black", linewidth=0.5)
     ax_time.axvline(times_ms[peak], color="0.4", linestyle="--", linewidth=0.8)
     ax_time.annotate(f"{fit_a.model} peak {times_ms[peak]:.0f} ms", (times_ms[peak], 0), xytext=(4, 4),
@@ -388,9 +450,10 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     ax_time.set_xlabel("time from fixation onset (ms)")
     ax_time.set_ylabel(f"delta r ({fit_b.model} - {fit_a.model})")
     ax_time.legend(fontsize="small")
-    values = _pair_mean(delta[:, peak], grad_pairs)
+    values = _pair_mean(at_peak(fit_a.r_halves, delta_halves), grad_pairs)
     im = _topomap(ax_map, values, topo_info, float(np.abs(values).max()) or 1.0)
     ax_map.set_title(f"delta r at {times_ms[peak]:.0f} ms", fontsize="small")
-    fig.colorbar(im, ax=ax_map, shrink=0.8, label="delta r (gradiometer pair mean)")
+    fig.colorbar(im, ax=ax_map, shrink=0.8,
+                 label="delta r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
     fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
     _save(fig, out_path)

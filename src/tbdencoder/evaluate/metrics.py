@@ -19,6 +19,28 @@ def pearson_r(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, r, 0.0)
 
 
+def pearson_r_within_folds(prediction: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Pearson r within each outer fold, averaged over the folds weighted by their row counts, for every column;
+    `folds` (n,) names the outer fold that predicted each row of the out-of-fold `prediction`.
+
+    Why not one r over all rows: the fold mean of the predictions carries the training mean, which
+    anti-correlates with the test fold's mean (the training rows are the other folds), so r pooled over folds
+    is negative on pure noise (about -sqrt(K / n) for K folds of n rows when the model predicts its intercept).
+    Subtracting each fold's mean before pooling removes that part, but a pooled r still normalises by the
+    predictions of the other folds, which were trained on this fold's targets, and stays slightly negative.
+    Within one fold the predictions come from a model that never saw the fold: under the null (rows
+    exchangeable within the fold, independent of the training rows) each fold's r has expectation 0, and so
+    has their weighted mean.
+    """
+    folds = np.asarray(folds)
+    if folds.shape != (len(prediction),) or len(target) != len(prediction):
+        raise ValueError(f"folds {folds.shape}, prediction {np.shape(prediction)} and target {np.shape(target)} "
+                         "must have the same number of rows")
+    weighted = sum((folds == fold).sum() * pearson_r(prediction[folds == fold], target[folds == fold])
+                   for fold in np.unique(folds))
+    return weighted / len(folds)
+
+
 def challenge_score(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
     """Algonauts 2023 per-vertex score: 100 * max(r, 0)^2 / noise ceiling (a fraction), capped at 100.
 
