@@ -37,7 +37,7 @@ def _simulate_meg(a: argparse.Namespace) -> None:
 def _meg_fixations(a: argparse.Namespace) -> None:
     from tbdencoder.data.avs import prepare_fixations
 
-    prepare_fixations(a.dataset_dir, a.subject, a.out, on_bad=a.on_bad)
+    prepare_fixations(a.dataset_dir, a.subject, a.out, on_bad=a.on_bad, screen=_screen(a))
 
 
 def _preprocess_meg(a: argparse.Namespace) -> None:
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", type=Path, required=True)
     p.add_argument("--subject", type=int, required=True, help="metadata subject number")
     p.add_argument("--on-bad", choices=["drop", "error"], required=True)
+    _add_screen_args(p)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_meg_fixations)
 

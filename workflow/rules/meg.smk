@@ -6,14 +6,15 @@ rule meg_fixations:
         "results/meg/{subject}/fixations.tsv",
     params:
         number=subject_number,
-        on_bad=MEG.get("bad_fixations"),
+        on_bad=MEG["bad_fixations"],
+        screen=screen_args(),
     log:
         "logs/meg_fixations/{subject}.log",
     conda:
         "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder meg-fixations --dataset-dir {input} --subject {params.number} --on-bad {params.on_bad}"
-        " --out {output} > {log} 2>&1"
+        " {params.screen} --out {output} > {log} 2>&1"
 
 
 rule preprocess_meg:
@@ -24,9 +25,9 @@ rule preprocess_meg:
     output:
         "results/meg/{subject}/epochs.h5",
     params:
-        pre=MEG.get("preprocessing"),
+        pre=MEG["preprocessing"],
         baseline=lambda wc: join("none" if b is None else b for b in MEG["preprocessing"]["baseline_s"] or []),
-        on_bad=MEG.get("bad_fixations"),
+        on_bad=MEG["bad_fixations"],
     log:
         "logs/preprocess_meg/{subject}.log",
     conda:
@@ -50,8 +51,8 @@ rule meg_crops:
     output:
         "results/meg/{subject}/stimuli.h5",
     params:
-        crops=MEG.get("crops"),
-        screen=screen_args() if MEG else "",
+        crops=MEG["crops"],
+        screen=screen_args(),
     log:
         "logs/meg_crops/{subject}.log",
     conda:
@@ -130,9 +131,9 @@ rule evaluate_meg:
         ],
     params:
         max_distance_px=lambda wc: meg_dva_to_px(MEG["noise_ceiling"]["max_distance_dva"]),
-        min_pairs=MEG.get("noise_ceiling", {}).get("min_pairs"),
-        evaluation=MEG.get("evaluation"),
-        compare=join(MEG.get("evaluation", {}).get("compare", [])),
+        min_pairs=MEG["noise_ceiling"]["min_pairs"],
+        evaluation=MEG["evaluation"],
+        compare=join(MEG["evaluation"]["compare"]),
     log:
         "logs/evaluate_meg/{subject}.log",
     conda:

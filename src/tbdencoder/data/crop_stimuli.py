@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tbdencoder.data.avs import read_fixations
 from tbdencoder.data.crops import PADDING_MODES, ScreenGeometry, crop_leaves_image, crop_side_px, extract_dva_crop
-from tbdencoder.data.stimuli import write_pixels
+from tbdencoder.data.stimuli import load_rgb, write_pixels
 from tbdencoder.io import get_logger
 
 log = get_logger("crop_stimuli")
@@ -38,7 +37,7 @@ def write_crop_stimuli(fixations_path: str | Path, out_path: str | Path, *, dva:
     has_next = np.isfinite(fixations[["next_gx", "next_gy"]]).all(axis=1).to_numpy()
     fill = "constant" if padding == "drop" else padding  # dropped crops are never stored
     for scene_path, rows in fixations.groupby("scene_path", sort=False).indices.items():
-        scene = _load_rgb(scene_path)
+        scene = np.asarray(load_rgb(scene_path))
         for row in rows:
             fixation = fixations.iloc[row]
             gaze = {0: (fixation["gx"], fixation["gy"])}
@@ -77,6 +76,4 @@ def write_crop_stimuli(fixations_path: str | Path, out_path: str | Path, *, dva:
     log.info("wrote %s: %d crops", out_path, 2 * len(kept))
 
 
-def _load_rgb(path: str | Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+
