@@ -1,3 +1,5 @@
+import json
+import re
 import shutil
 
 import pytest
@@ -22,6 +24,17 @@ def workflow_run(tmp_path_factory):
     from test_workflow import run_tiny_workflow
 
     return run_tiny_workflow(tmp_path_factory.mktemp("workflow"))
+
+
+@pytest.fixture(scope="session")
+def workflow_report(workflow_run, tmp_path_factory) -> dict:
+    """The Snakemake report of `workflow_run`, written outside it: {figure path: caption, labels, data_uri, ...}."""
+    from test_workflow import snakemake
+
+    html = tmp_path_factory.mktemp("report") / "report.html"
+    result = snakemake(workflow_run, "--report", str(html))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(re.search(r'<script id="results">\s*var results = (.*?);\s*</script>', html.read_text(), re.S)[1])
 
 
 @pytest.fixture

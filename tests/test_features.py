@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import h5py
@@ -231,20 +232,18 @@ def test_batches_run_in_inference_mode_channels_last_and_bf16_on_gpu(tmp_path, m
 
 
 KILLABLE_EXTRACTION = """
-import sys, time
+import logging, sys, threading
 import open_clip
 from tbdencoder.features import extract
 
+class HoldAtCheckpoint(logging.Handler):  # runs after the stderr handler: hold still until the parent's SIGKILL
+    def emit(self, record):
+        if record.getMessage().startswith("checkpoint:"):
+            threading.Event().wait()
+
 config, model_name, stimuli, out, cache_dir = sys.argv[1:]
 open_clip.add_model_config(config)
-write_batch = extract._write_batch
-
-def write_slowly(h5, rows, features, copies):
-    time.sleep(0.5)  # the parent kills us in such a pause, with a computed batch not yet written
-    write_batch(h5, rows, features, copies)
-    print(len(rows), flush=True)
-
-extract._write_batch = write_slowly
+logging.getLogger("tbdencoder").addHandler(HoldAtCheckpoint())
 extract.extract_features(stimuli, out, model_name=model_name, pretrained=None, random_init=True, layers=[1, 3],
                          grid_size=2, batch_size=2, seed=0, cache_dir=cache_dir)
 """
@@ -256,21 +255,27 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, monkeypatch, t
     cache = tmp_path / "cache"
     child = subprocess.Popen(
         [sys.executable, "-c", KILLABLE_EXTRACTION, str(tiny_model), TINY, str(stimuli), str(tmp_path / "resumed.h5"),
-         str(cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    flushed = [child.stdout.readline() for _ in range(2)]
-    child.kill()  # SIGKILL: no exception handler, no file closing
-    _, stderr = child.communicate(timeout=60)
-    assert flushed == ["2\n", "2\n"], stderr
+         str(cache)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines, checkpoint = [], None
+    for line in child.stderr:  # text mode also splits tqdm's carriage returns
+        lines.append(line)
+        checkpoint = re.search(r"checkpoint: (\d+) of 9 rows written to (.*\.partial\.h5)$", line)
+        if checkpoint:
+            child.kill()  # SIGKILL: no exception handler, no file closing
+            break
+    child.communicate(timeout=60)
+    assert checkpoint, "".join(lines)
     assert child.returncode == -signal.SIGKILL
-    (partial,) = cache.glob("*.partial.h5")
+    partial = Path(checkpoint[2])
+    assert list(cache.glob("*.partial.h5")) == [partial]
     with h5py.File(partial, "r") as h5:
-        assert h5["done"][:].sum() == 4
+        assert h5["done"][:].sum() == int(checkpoint[1]) == 2  # the first batch
     assert not (tmp_path / "resumed.h5").exists()
 
     seen, count = row_counter()
     hook_backbone(monkeypatch, {"conv1": count})
     resumed = run(stimuli, tmp_path / "resumed.h5", cache)
-    assert sum(seen) == 9 - 4  # the two flushed batches were kept
+    assert sum(seen) == 9 - 2  # only the rows missing at the checkpoint were computed
     assert not list(cache.glob("*.partial.h5"))
     assert_same_file(reference, resumed)
 
@@ -348,17 +353,31 @@ def test_argument_errors(tmp_path):
 
 
 def test_uncached_tag_fails_fast_with_guidance(tmp_path, monkeypatch):
-    def blackhole(*args, **kwargs):  # a connection (or name lookup) that hangs, then times out
-        time.sleep(30)
+    """The hub probe gives up after NETWORK_TIMEOUT_S even if the connection attempt never returns."""
+    calls, entered, release, returned = [], threading.Event(), threading.Event(), []
+
+    def blackhole(address, timeout):  # a connection (or name lookup) that hangs until the test ends
+        calls.append((address, timeout))
+        entered.set()
+        release.wait(60)
+        returned.append(True)
         raise TimeoutError("timed out")
 
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
     monkeypatch.setattr(backbones.socket, "create_connection", blackhole)
+    monkeypatch.setattr(backbones, "NETWORK_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(open_clip, "download_pretrained", no_download)
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(1))
-    start = time.perf_counter()
-    with pytest.raises(WeightsUnavailableError) as error:
-        run(stimuli, tmp_path / "f.h5", tmp_path / "cache", model_name="ViT-B-32", pretrained="laion2b_s34b_b79k",
-            random_init=False)
-    assert time.perf_counter() - start < 10
+    try:
+        with pytest.raises(WeightsUnavailableError) as error:
+            run(stimuli, tmp_path / "f.h5", tmp_path / "cache", model_name="ViT-B-32", pretrained="laion2b_s34b_b79k",
+                random_init=False)
+        assert not returned  # the error came while the probe still hung
+        assert entered.wait(60) and calls == [(UNROUTABLE, 0.01)]
+    finally:
+        release.set()
     message = str(error.value)
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
     assert "pretrained:" in message and "random_init: true" in message and "huggingface-cli download" in message

@@ -1,7 +1,10 @@
 """End to end: the real Snakemake workflow on a tiny simulated config, in a temporary directory."""
 
+import base64
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +13,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = {
@@ -116,20 +122,31 @@ def test_patch_grid_beats_class_token_where_simulator_is_retinotopic(workflow_ru
         assert abs(np.mean(gain["none"])) < 0.03
 
 
-def test_rerun_does_nothing_and_features_come_from_cache(workflow_run):
-    dry = snakemake(workflow_run, "--dry-run")
+def test_rerun_does_nothing_and_features_come_from_cache(workflow_run, tmp_path):
+    workdir = shutil.copytree(workflow_run, tmp_path / "workflow")  # a copy: this test deletes an output
+    dry = snakemake(workdir, "--dry-run")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
-    features = workflow_run / "results/features/clip_vitb32/fmri_subj01.h5"
+    features = workdir / "results/features/clip_vitb32/fmri_subj01.h5"
     before = features.read_bytes()
     features.unlink()
-    result = snakemake(workflow_run, "results/features/clip_vitb32/fmri_subj01.h5")
+    result = snakemake(workdir, "results/features/clip_vitb32/fmri_subj01.h5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert features.read_bytes() == before
-    assert "cache" in (workflow_run / "logs/features/clip_vitb32_fmri_subj01.log").read_text().lower()
+    assert "cache" in (workdir / "logs/features/clip_vitb32_fmri_subj01.log").read_text().lower()
 
 
-def test_report_holds_the_figures(workflow_run):
-    result = snakemake(workflow_run, "--report", "report.html")
-    assert result.returncode == 0, result.stderr[-3000:]
-    html = (workflow_run / "report.html").read_text(errors="ignore")
-    assert "subj01_roi_scores.png" in html and "RANDOM-INIT" in html
+def assert_report_figure(report: dict, workdir: Path, figure: str, caption: str, subject: str) -> None:
+    """The report embeds `figure` byte for byte, captioned by workflow/report/`caption` filled in for `subject`."""
+    entry = report[figure]
+    assert base64.b64decode(entry["data_uri"].split(",", 1)[1]) == (workdir / figure).read_bytes(), figure
+    template = (workdir / "workflow/report" / caption).read_text()
+    expected = template.replace("{{ snakemake.wildcards.subject }}", subject)
+    assert html.unescape(re.sub("<[^>]+>", "", entry["caption"])).split() == expected.split(), figure
+
+
+def test_report_holds_the_figures(workflow_run, workflow_report):
+    for subject in ("subj01", "subj02"):
+        assert_report_figure(workflow_report, workflow_run, f"results/figures/{subject}_roi_scores.png",
+                             "roi_scores.rst", subject)
+        # the flag from which plot_roi_bars titles the figure "features from a RANDOM-INIT network"
+        assert json.loads((workflow_run / f"results/metrics/{subject}.json").read_text())["random_init_features"] is True

@@ -110,7 +110,8 @@ def extract_features(
 ) -> Path:
     """Write the features of `stimuli_path` to `out_path` via the cache file `cache_dir/{cache_key}.h5`.
 
-    A complete cache file is reused without touching the model; a partial one is resumed.
+    A complete cache file is reused without touching the model; a partial one is resumed from its last
+    checkpoint (logged after each batch is flushed to it).
     """
     spec = resolve_backbone(model_name, pretrained, random_init)
     layers = _check_layers(layers, spec.depth)
@@ -243,11 +244,13 @@ def _fill(h5: h5py.File, stimuli: Stimuli, transform, visual, layers: list[int],
              len(done), len(copies), len(copies) - len(todo), device)
     loader = DataLoader(StimulusDataset(stimuli, todo, transform), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    written = int(done.sum())
     start = time.perf_counter()
     with tqdm(total=len(copies), initial=len(copies) - len(todo), unit="img", desc="features") as bar:
         for images, rows in loader:
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            _write_batch(h5, rows.tolist(), layer_features(visual, images, layers, grid_size), copies)
+            written += _write_batch(h5, rows.tolist(), layer_features(visual, images, layers, grid_size), copies)
+            log.info("checkpoint: %d of %d rows written to %s", written, len(done), h5.filename)
             bar.update(len(rows))
     elapsed = time.perf_counter() - start
     log.info("computed %d images in %.1f s (%.1f images/s) on %s",
@@ -275,8 +278,8 @@ def layer_features(visual, images: torch.Tensor, layers: list[int], grid_size: i
 
 
 def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tensor],
-                 copies: dict[int, list[int]]) -> None:
-    """Store a batch's features in every row sharing each image, mark them done, and flush."""
+                 copies: dict[int, list[int]]) -> int:
+    """Store a batch's features in every row sharing each image, mark them done and flush; return the rows written."""
     targets = np.array([target for row in rows for target in copies[row]])
     sources = np.array([i for i, row in enumerate(rows) for _ in copies[row]])
     order = np.argsort(targets)  # h5py writes need increasing row indices
@@ -285,6 +288,7 @@ def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tenso
         h5[name][targets] = values.numpy()[sources]
     h5["done"][targets] = True
     h5.flush()
+    return len(targets)
 
 
 def _materialise(final: Path, out_path: str | os.PathLike) -> None:
