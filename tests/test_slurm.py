@@ -128,6 +128,7 @@ def sacct(env: dict, *args: str) -> str:
     return subprocess.run(["sacct", *args], env=env, check=True, capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_every_job_went_through_sbatch(slurm_cluster, slurm_run, local_run):
     _, log = slurm_run
@@ -145,6 +146,7 @@ def test_every_job_went_through_sbatch(slurm_cluster, slurm_run, local_run):
     assert Counter(re.match(r"rule_(\w+?)(_wildcards_|$)", comment)[1] for _, comment in jobs.values()) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_jobs_get_the_venv_and_hdf5_setting(slurm_cluster, slurm_run):
     """Each job's environment, as slurmdbd recorded it (AccountingStoreFlags=job_env)."""
@@ -170,6 +172,7 @@ def assert_same_numbers(local, slurm, where="metrics.json"):
         assert local == slurm, where
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_results_equal_a_local_run(slurm_run, local_run):
     slurm, local = slurm_run[0] / "results", local_run[0] / "results"

@@ -2,6 +2,7 @@
 
 import base64
 import html
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -136,9 +138,13 @@ def test_rerun_does_nothing_and_features_come_from_cache(workflow_run, tmp_path)
 
 
 def assert_report_figure(report: dict, workdir: Path, figure: str, caption: str, subject: str) -> None:
-    """The report embeds `figure` byte for byte, captioned by workflow/report/`caption` filled in for `subject`."""
+    """The report embeds `figure` byte for byte, captioned by workflow/report/`caption` filled in for `subject`,
+    and the figure's title (kept in the PNG's Title text) carries the RANDOM-INIT note of the tiny config."""
     entry = report[figure]
-    assert base64.b64decode(entry["data_uri"].split(",", 1)[1]) == (workdir / figure).read_bytes(), figure
+    png = base64.b64decode(entry["data_uri"].split(",", 1)[1])
+    assert png == (workdir / figure).read_bytes(), figure
+    title = Image.open(io.BytesIO(png)).text["Title"]
+    assert subject in title and "RANDOM-INIT" in title, (figure, title)
     template = (workdir / "workflow/report" / caption).read_text()
     expected = template.replace("{{ snakemake.wildcards.subject }}", subject)
     assert html.unescape(re.sub("<[^>]+>", "", entry["caption"])).split() == expected.split(), figure
@@ -148,5 +154,4 @@ def test_report_holds_the_figures(workflow_run, workflow_report):
     for subject in ("subj01", "subj02"):
         assert_report_figure(workflow_report, workflow_run, f"results/figures/{subject}_roi_scores.png",
                              "roi_scores.rst", subject)
-        # the flag from which plot_roi_bars titles the figure "features from a RANDOM-INIT network"
         assert json.loads((workflow_run / f"results/metrics/{subject}.json").read_text())["random_init_features"] is True

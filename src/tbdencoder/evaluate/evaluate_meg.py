@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from tbdencoder.data.meg import channel_info, read_epochs  # noqa: E402
 from tbdencoder.evaluate.metrics import pearson_r_within_folds  # noqa: E402
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs  # noqa: E402
+from tbdencoder.evaluate.plots import save_figure  # noqa: E402
 from tbdencoder.io import atomic_path, atomic_write_text, get_logger, write_strings  # noqa: E402
 
 log = get_logger("evaluate_meg")
@@ -356,17 +357,11 @@ def _title(subject: str, fits: dict[str, MegFit], random_init: bool) -> str:
     return f"{title} {RANDOM_INIT_NOTE}" if random_init else title
 
 
-def _save(fig, out_path: str | Path) -> None:
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def _plot_notice(text: str, out_path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
     ax.set_axis_off()
-    _save(fig, out_path)
+    save_figure(fig, out_path, text)
 
 
 def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_best: int, title: str,
@@ -402,7 +397,7 @@ def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_
     ax_mean.legend(fontsize="small")
     fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
     fig.tight_layout()
-    _save(fig, out_path)
+    save_figure(fig, out_path, title)
 
 
 def _topomap(ax, values_per_pair: np.ndarray, topo_info: mne.Info, vlim: float):
@@ -429,7 +424,7 @@ def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.I
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8,
                  label="Pearson r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
     fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
-    _save(fig, out_path)
+    save_figure(fig, out_path, title)
 
 
 def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
@@ -456,4 +451,4 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     fig.colorbar(im, ax=ax_map, shrink=0.8,
                  label="delta r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
     fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
-    _save(fig, out_path)
+    save_figure(fig, out_path, title)

@@ -33,9 +33,16 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
         ax.set_title(f"{metrics['subject']} {hemi} ({metrics['eval_split']} split)")
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0, 0].legend(fontsize="small", ncol=len(models))
+    title = f"{metrics['subject']}: per-ROI scores"
     if metrics.get("random_init_features"):
-        fig.suptitle("features from a RANDOM-INIT network (no pretrained weights)", color="firebrick")
+        title += ", features from a RANDOM-INIT network (no pretrained weights)"
+        fig.suptitle(title, color="firebrick")
     fig.tight_layout()
+    save_figure(fig, out_path, title)
+
+
+def save_figure(fig, out_path: str | Path, title: str) -> None:
+    """Write `fig` as PNG atomically, with its title (and so any RANDOM-INIT note) in the PNG's Title text."""
     with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Title": title})
     plt.close(fig)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import tbdencoder
+from tbdencoder.data.stimuli import load_rgb
 from tbdencoder.features.backbones import BackboneSpec, load_backbone, resolve_backbone
 from tbdencoder.io import atomic_path, get_logger, text_sha256
 from tbdencoder.device import resolve_device
@@ -86,8 +87,7 @@ class StimulusDataset(Dataset):
 
     def _image(self, row: int) -> Image.Image:
         if self.stimuli.image_paths is not None:
-            with Image.open(self.stimuli.image_paths[row]) as image:
-                return image.convert("RGB")
+            return load_rgb(self.stimuli.image_paths[row])
         if self._pixels is None:
             self._pixels = h5py.File(self.stimuli.path, "r")["pixels"]
         return Image.fromarray(self._pixels[row])
