@@ -59,7 +59,7 @@ def test_r_peaks_near_the_simulated_latency(workflow_run):
         peak = np.argmin(np.abs(times_s - latency_s))
         signal_sensors = np.argsort(power["foveal"][:, peak])[-20:]  # chosen by the ground truth, not by r
         assert r["foveal"][signal_sensors, peak].mean() > 0.15, (subject, r["foveal"][signal_sensors, peak].mean())
-        # nothing to predict before the fixation (out-of-fold r of pure noise is biased slightly negative)
+        # little to predict before the fixation (only the overlap with the previous fixation's response)
         assert abs(r["foveal"][:, times_s < 0].mean()) < 0.1
 
 
