@@ -58,3 +58,9 @@ def test_roi_medians_skip_unlabelled_and_absent_rois():
     labels = np.array([1, 1, 1, 2, 2, 0])
     medians = roi_medians(values, labels, {0: "Unknown", 1: "V1v", 2: "V1d", 3: "hV4"})
     assert medians == {"V1v": (3, 2.0), "V1d": (2, 15.0)}
+
+
+def test_r_within_folds_refuses_a_fold_too_small_to_correlate():
+    values = np.arange(8.0)[:, None]
+    with pytest.raises(ValueError, match="fold 1 holds 2 rows"):
+        pearson_r_within_folds(values, values, np.array([0, 0, 0, 0, 0, 0, 1, 1]))

@@ -19,6 +19,9 @@ def pearson_r(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, r, 0.0)
 
 
+MIN_FOLD_ROWS = 3  # r within a fold of fewer rows is not a measurement
+
+
 def pearson_r_within_folds(prediction: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """Pearson r within each outer fold, averaged over the folds weighted by their row counts, for every column;
     `folds` (n,) names the outer fold that predicted each row of the out-of-fold `prediction`.
@@ -36,6 +39,10 @@ def pearson_r_within_folds(prediction: np.ndarray, target: np.ndarray, folds: np
     if folds.shape != (len(prediction),) or len(target) != len(prediction):
         raise ValueError(f"folds {folds.shape}, prediction {np.shape(prediction)} and target {np.shape(target)} "
                          "must have the same number of rows")
+    labels, sizes = np.unique(folds, return_counts=True)
+    if sizes.min() < MIN_FOLD_ROWS:
+        raise ValueError(f"fold {labels[np.argmin(sizes)]} holds {sizes.min()} rows; a correlation within a fold "
+                         f"needs at least {MIN_FOLD_ROWS}")
     weighted = sum((folds == fold).sum() * pearson_r(prediction[folds == fold], target[folds == fold])
                    for fold in np.unique(folds))
     return weighted / len(folds)
