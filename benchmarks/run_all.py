@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ["bench_features.py", "bench_ridge.py", "bench_ridge_scale.py", "bench_fit_size.py"]
+BENCHMARKS = ["bench_features.py", "bench_ridge.py", "bench_ridge_scale.py", "bench_fit_size.py", "bench_banded_ridge.py"]
 
 
 def main() -> int:
