@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 PADDING_MODES = ("constant", "edge")
 
@@ -77,16 +78,20 @@ def crop_leaves_image(image_shape: tuple[int, ...], fixation_xy: tuple[float, fl
     return left < 0 or top < 0 or left + side > width or top + side > height
 
 
-def extract_dva_crop(image: np.ndarray, fixation_xy: tuple[float, float], dva: float,
+def extract_dva_crop(image: np.ndarray | Image.Image, fixation_xy: tuple[float, float], dva: float,
                      screen: ScreenGeometry = DEFAULT_SCREEN, padding: str = "constant",
-                     pad_value: int = 128) -> np.ndarray:
+                     pad_value: int = 128) -> np.ndarray | Image.Image:
     """The (side, side, C) window of `image` spanning `dva` degrees around a fixation in screen pixels.
 
     Parts of the window outside the image are filled by `padding`: 'constant' (pad_value) or
-    'edge' (the nearest image pixel).
+    'edge' (the nearest image pixel). A PIL image gives a PIL image (ready for a backbone's
+    preprocessing), an array an array.
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+    if isinstance(image, Image.Image):
+        crop = extract_dva_crop(np.asarray(image), fixation_xy, dva, screen, padding, pad_value)
+        return Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop)
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]

@@ -4,5 +4,6 @@ from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder
 
 FAMILIES = {"ridge": RidgeEncoder, "roi_ridge": RoiRidgeEncoder}
+FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "RidgeEncoder", "RoiRidgeEncoder"]
+__all__ = ["FAMILIES", "FeatureEncoder", "RidgeEncoder", "RoiRidgeEncoder"]
