@@ -24,7 +24,7 @@ import numpy as np
 import common  # noqa: F401  (sets the OpenMP wait policy)
 from common import report
 
-from tbdencoder.fit import fit_model, load_fitted
+from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
 
 N_TRAIN, N_HELDOUT, N_SUBMISSION, VERTICES, P = 8857, 984, 159, {"lh": 19004, "rh": 20544}, 768
@@ -72,8 +72,9 @@ def main() -> None:
             for hemi in vertices:
                 out = folder / f"fits/subj01/{hemi}/{model}.h5"
                 start = time.perf_counter()
-                fit_model(features, responses, hemi, model, family, "bench", [1], ["cls"], ALPHAS, 5, 0, out,
-                          roi_class="streams", device="cpu")
+                spec = dict(family=family, backbone="bench", layers=[1], tokens=["cls"], alphas=ALPHAS, cv_folds=5,
+                            seed=0, roi_class="streams")
+                fit_fmri(features, responses, hemi, model, spec, out, device="cpu")
                 fit_seconds[(model, hemi)] = time.perf_counter() - start
                 total_bytes += out.stat().st_size
         coef_bytes = sum(4 * width * sum(vertices.values()) for width in DEMO_WIDTHS.values())

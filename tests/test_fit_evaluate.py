@@ -11,7 +11,7 @@ from tbdencoder.cli import main
 from tbdencoder.data.prepare_fmri import prepare_fmri
 from tbdencoder.evaluate.evaluate_fmri import evaluate_subject, merge_metrics
 from tbdencoder.evaluate.evaluate_fmri import score_fit
-from tbdencoder.fit import fit_model, load_fitted
+from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
 
 
@@ -32,6 +32,11 @@ def _oracle_features(dataset, subject, responses_path, out_path):
         h5.attrs["random_init"] = False
 
 
+def _spec(family, tokens, alphas, cv_folds):
+    spec = dict(family=family, backbone="test", layers=[1], tokens=tokens, alphas=alphas, cv_folds=cv_folds, seed=0)
+    return {**spec, "roi_class": "streams"} if family == "roi_ridge" else spec
+
+
 @pytest.fixture
 def fitted(tiny_fmri_dataset, tmp_path):
     responses = tmp_path / "responses.h5"
@@ -44,8 +49,7 @@ def fitted(tiny_fmri_dataset, tmp_path):
         for model, family, tokens in (("oracle", "ridge", ["cls"]), ("noise", "ridge", ["grid"]),
                                       ("oracle_roi", "roi_ridge", ["cls"])):
             out = tmp_path / f"fits/{hemi}_{model}.h5"
-            fit_model(features, responses, hemi, model, family, "test", [1], tokens, [1e-3, 1.0, 1e3], 3, 0, out,
-                      roi_class="streams", device="cpu")
+            fit_fmri(features, responses, hemi, model, _spec(family, tokens, [1e-3, 1.0, 1e3], 3), out, device="cpu")
             fits.append(out)
     return tmp_path, responses, fits
 
@@ -140,8 +144,8 @@ def test_folds_that_leave_one_validation_row_are_refused(fitted):
     n_train = len(h5py.File(responses)["train_stimulus_id"])
     for folds in (n_train, n_train + 5):
         with pytest.raises(ValueError, match=rf"fit.cv_folds .* = {folds}: {n_train} training rows"):
-            fit_model(tmp_path / "features.h5", responses, "lh", "x", "ridge", "test", [1], ["cls"], [1.0], folds, 0,
-                      tmp_path / "x.h5", device="cpu")
+            fit_fmri(tmp_path / "features.h5", responses, "lh", "x", _spec("ridge", ["cls"], [1.0], folds),
+                     tmp_path / "x.h5", device="cpu")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -161,7 +165,7 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
         write_strings(h5, "submission_stimulus_id", ids[n_train:])
         h5["lh/train"] = rng.standard_normal((n_train, n_vertices)).astype(np.float32) + 5.0
         h5["lh/test"] = rng.standard_normal((n_test, n_vertices)).astype(np.float32) - 5.0
-    fit_model(features, responses, "lh", "null", "ridge", "test", [1], ["cls"], [1.0, 100.0, 1e4], 5, 0,
-              tmp_path / "fit.h5", device="cpu")
+    fit_fmri(features, responses, "lh", "null", _spec("ridge", ["cls"], [1.0, 100.0, 1e4], 5), tmp_path / "fit.h5",
+             device="cpu")
     r = score_fit(responses, tmp_path / "fit.h5")[2]
     assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), r.mean()

@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tbdencoder import fit_meg
+from tbdencoder.fit import meg as fit_meg
+from tbdencoder.models import FAMILIES, RidgeEncoder
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.evaluate.evaluate_meg import read_fit
 from tbdencoder.evaluate.metrics import pearson_r
@@ -61,13 +62,14 @@ def weights():
 
 def _fit(epochs, features, out, streams, **kwargs):
     """Fit one subject; (r per channel x time as evaluate_meg scores it, attrs, prediction shape)."""
-    fit_meg.fit_meg_subject(epochs, features, out, **{**FIT, "model_name": "+".join(streams), "streams": streams,
-                                                      **kwargs})
+    fit_meg.fit_meg_subject(epochs, features, out, model_name="+".join(streams),
+                            spec={**SPEC, "streams": streams, **kwargs}, device="cpu")
     with h5py.File(out) as h5:
         return _score(out, epochs).r, dict(h5.attrs), h5["prediction"].shape
 
 
-FIT = dict(backbone="toy", layers=[1], tokens=["cls"], alphas=ALPHAS, n_folds=4, inner_folds=3, seed=0, device="cpu")
+SPEC = dict(family="ridge", backbone="toy", layers=[1], tokens=["cls"], alphas=ALPHAS, outer_folds=4, inner_folds=3,
+            seed=0)
 
 
 def _score(fit_path, epochs):
@@ -78,24 +80,24 @@ def _score(fit_path, epochs):
     return read_fit(fit_path, data, ids, ch_names, times)
 
 
-class _SpyRidge(fit_meg.RidgeEncoder):
+class _SpyRidge(RidgeEncoder):
     """Records the scenes each model trained on and the rows it predicted."""
 
     log = []
 
-    def fit(self, X, Y, groups=None):
+    def fit(self, X, Y, *, groups=None, **kwargs):
         _SpyRidge.log.append((set(groups), self))
-        return super().fit(X, Y, groups=groups)
+        return super().fit(X, Y, groups=groups, **kwargs)
 
-    def predict(self, X):
-        self.predicted = {tuple(row) for row in np.round(X, 5)}
-        return super().predict(X)
+    def predict(self, X, **kwargs):
+        self.predicted = {tuple(row) for row in np.round(X.flat(), 5)}
+        return super().predict(X, **kwargs)
 
 
 def test_folds_never_share_a_scene_and_signal_is_recovered(tmp_path, weights, monkeypatch):
     epochs, features, scenes = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
     _SpyRidge.log = []
-    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    monkeypatch.setitem(FAMILIES, "ridge", _SpyRidge)
     r, attrs, shape = _fit(epochs, features, tmp_path / "fov.h5", ["foveal"])
     assert len(_SpyRidge.log) == 4 and shape == (240, N_CHANNELS, len(TIMES))
     with h5py.File(tmp_path / "fov.h5") as h5:
@@ -125,10 +127,10 @@ def test_heldout_subject_is_predicted_without_its_test_scenes(tmp_path, weights,
     train = [_write_subject(tmp_path, f"sub-0{k}", np.random.default_rng(k), weights) for k in (1, 2)]
     epochs, features, scenes = _write_subject(tmp_path, "sub-60", np.random.default_rng(60), weights, n_scenes=12)
     _SpyRidge.log = []
-    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    monkeypatch.setitem(FAMILIES, "ridge", _SpyRidge)
     out = tmp_path / "heldout.h5"
     fit_meg.fit_meg_heldout([t[0] for t in train], [t[1] for t in train], epochs, features, out,
-                            **{**FIT, "model_name": "foveal", "streams": ["foveal"], "n_folds": 3})
+                            model_name="foveal", spec={**SPEC, "streams": ["foveal"], "outer_folds": 3}, device="cpu")
     for train_scenes, model in _SpyRidge.log:
         assert not _predicted_scenes(model, epochs, features, scenes) & train_scenes
     with h5py.File(out) as h5:
@@ -140,7 +142,7 @@ def test_heldout_subject_is_predicted_without_its_test_scenes(tmp_path, weights,
 
 def _predicted_scenes(model, epochs, features, scenes):
     """Scenes of the fixations a spied model predicted (rows recognised by their feature values)."""
-    X = fit_meg.load_rows(epochs, features, ["foveal"], [1], ["cls"]).X
+    X = fit_meg.load_rows(epochs, features, ["foveal"], [1], ["cls"]).X.flat()
     predicted = {scene for scene, row in zip(scenes, np.round(X, 5)) if tuple(row) in model.predicted}
     assert predicted
     return predicted
@@ -156,7 +158,7 @@ def test_missing_features_and_foreign_sensors_are_errors(tmp_path, weights):
         write_strings(h5, "channels/name", [f"MEG{c:03d}3" for c in range(N_CHANNELS)])
     with pytest.raises(ValueError, match="shared sensor space"):
         fit_meg.fit_meg_heldout([other], [other_features], epochs, features, tmp_path / "x.h5",
-                                **{**FIT, "model_name": "m", "streams": ["foveal"]})
+                                model_name="m", spec={**SPEC, "streams": ["foveal"]}, device="cpu")
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -164,16 +166,16 @@ def test_fold_counts_checked_against_the_scenes_before_fitting(tmp_path, weights
     epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)  # 24 scenes
     train = _write_subject(tmp_path, "sub-02", np.random.default_rng(2), weights)
     _SpyRidge.log = []
-    monkeypatch.setattr(fit_meg, "RidgeEncoder", _SpyRidge)
+    monkeypatch.setitem(FAMILIES, "ridge", _SpyRidge)
     with pytest.raises(ValueError, match=r"sub-01: meg.fit.outer_folds = 30, but 24 scenes are available"):
-        _fit(epochs, features, tmp_path / "x.h5", ["foveal"], n_folds=30)
+        _fit(epochs, features, tmp_path / "x.h5", ["foveal"], outer_folds=30)
     # 4 outer folds of 24 scenes leave 18 training scenes in each
     with pytest.raises(ValueError, match=r"sub-01: meg.fit.inner_folds = 19, but the fewest training scenes of any "
                                          r"of the 4 outer folds are 18"):
         _fit(epochs, features, tmp_path / "x.h5", ["foveal"], inner_folds=19)
     with pytest.raises(ValueError, match=r"meg.fit.inner_folds = 1, but"):
         fit_meg.fit_meg_heldout([train[0]], [train[1]], epochs, features, tmp_path / "x.h5",
-                                **{**FIT, "model_name": "m", "streams": ["foveal"], "inner_folds": 1})
+                                model_name="m", spec={**SPEC, "streams": ["foveal"], "inner_folds": 1}, device="cpu")
     assert not _SpyRidge.log and not (tmp_path / "x.h5").exists()
 
 
@@ -184,10 +186,10 @@ def test_scores_are_unbiased_on_pure_noise(tmp_path):
     sizes = dict(n_scenes=40, per_scene=8, n_channels=60)  # 320 fixations, 300 targets
     epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(100), **sizes)
     pool = [_write_subject(tmp_path, f"sub-0{k}", np.random.default_rng(100 + k), **sizes) for k in (2, 3)]
-    fit_meg.fit_meg_subject(epochs, features, tmp_path / "cv.h5", **{**FIT, "model_name": "m", "streams": ["foveal"],
-                                                                      "n_folds": 5})
+    fit_meg.fit_meg_subject(epochs, features, tmp_path / "cv.h5", model_name="m",
+                            spec={**SPEC, "streams": ["foveal"], "outer_folds": 5}, device="cpu")
     fit_meg.fit_meg_heldout([e for e, _, _ in pool], [f for _, f, _ in pool], epochs, features, tmp_path / "ho.h5",
-                            **{**FIT, "model_name": "m", "streams": ["foveal"], "n_folds": 5})
+                            model_name="m", spec={**SPEC, "streams": ["foveal"], "outer_folds": 5}, device="cpu")
     data, ids, _, _ = read_epochs(epochs)
     for name in ("cv.h5", "ho.h5"):
         r = _score(tmp_path / name, epochs).r.ravel()

@@ -49,12 +49,15 @@ def test_roi_ridge_shares_alpha_within_roi_only():
     Y = X @ rng.standard_normal((60, 20)).astype(np.float32) * 0.3
     labels = np.repeat([0, 1], 10)
     Y[:, 10:] += rng.standard_normal((160, 10)).astype(np.float32) * 8.0  # ROI 1 is much noisier
-    model = RoiRidgeEncoder(labels, alphas=np.logspace(-2, 5, 8), cv_folds=4).fit(X, Y)
+    model = RoiRidgeEncoder("streams", alphas=np.logspace(-2, 5, 8), cv_folds=4).fit(X, Y,
+                                                                                  targets={"roi": {"streams": labels}})
     assert len(np.unique(model.alpha_[:10])) == 1 and len(np.unique(model.alpha_[10:])) == 1
     assert model.alpha_[10] > model.alpha_[0]
     assert model.predict(X).shape == (160, 20)
     with pytest.raises(ValueError, match="one per target"):
-        RoiRidgeEncoder(labels[:5]).fit(X, Y)
+        RoiRidgeEncoder("streams").fit(X, Y, targets={"roi": {"streams": labels[:5]}})
+    with pytest.raises(KeyError, match="'floc-faces' ROI labels"):
+        RoiRidgeEncoder("floc-faces").fit(X, Y, targets={"roi": {"streams": labels}})
 
 
 def test_ridge_matches_himalaya_on_standardised_features_and_centred_targets():

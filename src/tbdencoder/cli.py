@@ -58,21 +58,23 @@ def _meg_crops(a: argparse.Namespace) -> None:
     write_crop_stimuli(a.fixations, a.out, dva=a.dva, screen=_screen(a), padding=a.padding, pad_value=a.pad_value)
 
 
-def _meg_fit_kwargs(a: argparse.Namespace) -> dict:
-    return dict(model_name=a.model_name, backbone=a.backbone, streams=a.streams, layers=a.layers, tokens=a.tokens,
-                alphas=a.alphas, n_folds=a.outer_folds, inner_folds=a.inner_folds, seed=a.seed, device=a.device)
+def _spec(a: argparse.Namespace, modality: str) -> dict:
+    from tbdencoder.config import parse_model_spec
+
+    return parse_model_spec(a.spec, modality)
 
 
 def _fit_meg(a: argparse.Namespace) -> None:
-    from tbdencoder.fit_meg import fit_meg_subject
+    from tbdencoder.fit.meg import fit_meg_subject
 
-    fit_meg_subject(a.epochs, a.features, a.out, **_meg_fit_kwargs(a))
+    fit_meg_subject(a.epochs, a.features, a.out, model_name=a.model_name, spec=_spec(a, "meg"), device=a.device)
 
 
 def _fit_meg_heldout(a: argparse.Namespace) -> None:
-    from tbdencoder.fit_meg import fit_meg_heldout
+    from tbdencoder.fit.meg import fit_meg_heldout
 
-    fit_meg_heldout(a.train_epochs, a.train_features, a.epochs, a.features, a.out, **_meg_fit_kwargs(a))
+    fit_meg_heldout(a.train_epochs, a.train_features, a.epochs, a.features, a.out, model_name=a.model_name,
+                    spec=_spec(a, "meg"), device=a.device)
 
 
 def _evaluate_meg(a: argparse.Namespace) -> None:
@@ -101,14 +103,13 @@ def _features(a: argparse.Namespace) -> None:
 
 
 def _fit(a: argparse.Namespace) -> None:
-    from tbdencoder.fit import fit_model
+    from tbdencoder.fit.fmri import fit_fmri
 
-    fit_model(a.features, a.responses, a.hemisphere, a.model_name, a.family, a.backbone, a.layers, a.tokens,
-              a.alphas, a.cv_folds, a.seed, a.out, roi_class=a.roi_class, device=a.device)
+    fit_fmri(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device)
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from tbdencoder.fit import predict_stimuli
+    from tbdencoder.fit.fmri import predict_stimuli
 
     predict_stimuli(a.fit, a.features, a.out, train_features=a.train_features, responses_path=a.responses,
                     device=a.device)
@@ -139,6 +140,13 @@ def _dvc_yaml(a: argparse.Namespace) -> None:
 
     if write_dvc_yaml(a.params, a.out, check=a.check):
         print(f"{a.out}: rewritten from {a.params}")
+
+
+def _add_model_args(p: argparse.ArgumentParser, spec_help: str) -> None:
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--spec", required=True, help=f"the model as one JSON object: {spec_help}")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", type=Path, required=True)
 
 
 def _add_screen_args(p: argparse.ArgumentParser) -> None:
@@ -246,17 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", type=Path, required=True)
     p.add_argument("--responses", type=Path, required=True)
     p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
-    p.add_argument("--model-name", required=True)
-    p.add_argument("--family", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--layers", type=int, nargs="+", required=True)
-    p.add_argument("--tokens", nargs="+", required=True, choices=["cls", "grid"])
-    p.add_argument("--roi-class", default=None)
-    p.add_argument("--alphas", type=float, nargs="+", required=True)
-    p.add_argument("--cv-folds", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", type=Path, required=True)
+    _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys")
     p.set_defaults(func=_fit)
 
     p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fMRI fit")
@@ -278,17 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         if func is _fit_meg_heldout:
             p.add_argument("--train-epochs", type=Path, nargs="+", required=True)
             p.add_argument("--train-features", type=Path, nargs="+", required=True)
-        p.add_argument("--model-name", required=True)
-        p.add_argument("--backbone", required=True)
-        p.add_argument("--streams", nargs="+", required=True, choices=["foveal", "parafoveal"])
-        p.add_argument("--layers", type=int, nargs="+", required=True)
-        p.add_argument("--tokens", nargs="+", required=True, choices=["cls", "grid"])
-        p.add_argument("--alphas", type=float, nargs="+", required=True)
-        p.add_argument("--outer-folds", type=int, required=True)
-        p.add_argument("--inner-folds", type=int, required=True)
-        p.add_argument("--seed", type=int, required=True)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--out", type=Path, required=True)
+        _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys")
         p.set_defaults(func=func)
 
     p = steps.add_parser("evaluate-meg", help="score a MEG subject's fits; noise ceiling, figures, metrics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import json
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,34 @@ def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> N
     baseline = pre["baseline_s"]
     if baseline is not None and any(b is not None and not pre["tmin_s"] <= b <= pre["tmax_s"] for b in baseline):
         raise ParamsError(f"{source}: key 'meg.preprocessing.baseline_s': {baseline} must lie within tmin_s..tmax_s")
+
+
+def parse_model_spec(text: str, modality: str) -> dict[str, Any]:
+    """A model spec (JSON: a model entry with its modality's fit settings) checked against the params schema.
+
+    fMRI: a `models.<name>` entry with the keys of `fit`; MEG: a `meg.models.<name>` entry with `meg.fit`'s.
+    """
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"model spec: not valid JSON ({exc}): {text[:200]}") from exc
+    if not isinstance(spec, dict):
+        raise ParamsError(f"model spec: expected a JSON object, got {text[:200]}")
+    schema = load_schema()["properties"]
+    sections = {"fmri": (schema["models"], schema["fit"]),
+                "meg": (schema["meg"]["properties"]["models"], schema["meg"]["properties"]["fit"])}[modality]
+    model_schema, fit_schema = sections
+    fit_keys = set(fit_schema["properties"])
+    model_part = {key: value for key, value in spec.items() if key not in fit_keys}
+    fit_part = {key: value for key, value in spec.items() if key in fit_keys}
+    for part, part_schema in ((model_part, model_schema["additionalProperties"]), (fit_part, fit_schema)):
+        part_schema = {**part_schema, "$defs": load_schema()["$defs"]}
+        errors = sorted(jsonschema.Draft202012Validator(part_schema).iter_errors(part), key=lambda e: e.path)
+        if errors:
+            raise ParamsError("model spec: " + "; ".join(
+                f"key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors))
+    _check_alphas("alphas", spec["alphas"], "model spec")
+    return spec
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

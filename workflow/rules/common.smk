@@ -61,11 +61,16 @@ def meg_model_features(wildcards, subject=None):
     return f"results/features/{backbone}/meg_{subject or wildcards.subject}.h5"
 
 
+def model_spec(model, fit):
+    """A model's params entry with its modality's fit settings, as one shell-quoted JSON argument."""
+    import json
+    import shlex
+
+    return shlex.quote(json.dumps({**model, **fit}, sort_keys=True))
+
+
 def meg_fit_args(wildcards):
-    spec, fit = MEG_MODELS[wildcards.model], MEG["fit"]
-    return (f"--model-name {wildcards.model} --backbone {spec['backbone']} --streams {join(spec['streams'])}"
-            f" --layers {join(spec['layers'])} --tokens {join(spec['tokens'])} --alphas {join(fit['alphas'])}"
-            f" --outer-folds {fit['outer_folds']} --inner-folds {fit['inner_folds']} --seed {fit['seed']}")
+    return f"--model-name {wildcards.model} --spec {model_spec(MEG_MODELS[wildcards.model], MEG['fit'])}"
 
 
 def meg_dva_to_px(dva):

@@ -59,9 +59,9 @@ def read_noise_ceiling(path: str | Path, hemi: str) -> np.ndarray | None:
 
 
 def read_rois(path: str | Path, hemi: str) -> dict[str, tuple[np.ndarray, dict[int, str]]]:
-    """{roi class: (labels per vertex, {label id: ROI name})}."""
+    """{roi class: (labels per vertex, {label id: ROI name})}; empty when the file has no ROI labels."""
     with h5py.File(path, "r") as h5:
         return {
             roi_class: (ds[:], {int(k): v for k, v in json.loads(ds.attrs["names"]).items()})
-            for roi_class, ds in h5[hemi]["roi"].items()
+            for roi_class, ds in h5[hemi].get("roi", {}).items()
         }

@@ -1,9 +1,9 @@
-"""Encoding models: scikit-learn style estimators with fit(X, Y) / predict(X)."""
+"""Encoding model families: scikit-learn style estimators registered under their `family` name (models.base)."""
 
+from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder
 
-FAMILIES = {"ridge": RidgeEncoder, "roi_ridge": RoiRidgeEncoder}
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "FeatureEncoder", "RidgeEncoder", "RoiRidgeEncoder"]
+__all__ = ["FAMILIES", "Encoder", "FeatureEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import GroupKFold, KFold
 
+from tbdencoder.features.featureset import FeatureSet, as_matrix
+from tbdencoder.models.base import register
 from tbdencoder.models.ridge_solver import ridge_cv, ridge_fixed_alpha
 
 MIN_VALIDATION_ROWS = 2  # R^2 about a one-row fold's mean is undefined (leave-one-out is refused)
@@ -25,6 +27,7 @@ def check_folds(n_folds: int, n_rows: int, key: str, n_groups: int | None = None
             f"that picks each alpha is undefined on one row)")
 
 
+@register("ridge")
 class RidgeEncoder:
     """Linear encoding model: standardised features -> centred targets, one ridge penalty per target.
 
@@ -51,8 +54,9 @@ class RidgeEncoder:
         self.device = device
         self.max_batch_targets = max_batch_targets
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None = None) -> "RidgeEncoder":
-        X, Y = self._set_offsets(X, Y)
+    def fit(self, X: FeatureSet | np.ndarray, Y: np.ndarray, *, groups: np.ndarray | None = None,
+            subjects: np.ndarray | None = None, targets: dict | None = None) -> "RidgeEncoder":
+        X, Y = self._set_offsets(as_matrix(X), Y)
         check_folds(self.cv_folds, len(X), "cv_folds", None if groups is None else len(np.unique(groups)))
         if groups is None:
             folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X))
@@ -66,12 +70,21 @@ class RidgeEncoder:
         self.cv_score_ = solution.cv_score.astype(np.float32)
         return self
 
-    def refit(self, X: np.ndarray, Y: np.ndarray, alpha: np.ndarray) -> "RidgeEncoder":
+    def state(self) -> dict[str, np.ndarray]:
+        return {"alpha": self.alpha_, "cv_score": self.cv_score_}
+
+    @classmethod
+    def reload(cls, state: dict[str, np.ndarray], X: FeatureSet | np.ndarray, Y: np.ndarray,
+               device: str = "auto") -> "RidgeEncoder":
+        """The model a stored `state` came from, given the training data it was fitted on."""
+        return cls(device=device).refit(X, Y, state["alpha"])
+
+    def refit(self, X: FeatureSet | np.ndarray, Y: np.ndarray, alpha: np.ndarray) -> "RidgeEncoder":
         """Fit with a given alpha per target (no CV): what a stored fit's alphas need to predict again.
 
         With the alphas `fit` chose on the same X and Y, the coefficients equal `fit`'s.
         """
-        X, Y = self._set_offsets(X, Y)
+        X, Y = self._set_offsets(as_matrix(X), Y)
         self.alpha_ = np.asarray(alpha, dtype=np.float32)
         self.coef_ = ridge_fixed_alpha((X - self.x_mean_) / self.x_scale_, Y, self.alpha_.astype(np.float64),
                                        y_offset=self.intercept_, device=self.device,
@@ -89,6 +102,6 @@ class RidgeEncoder:
         self.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
         return X, Y
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        Xs = (np.asarray(X, dtype=np.float32) - self.x_mean_) / self.x_scale_
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
+        Xs = (as_matrix(X) - self.x_mean_) / self.x_scale_
         return Xs @ self.coef_ + self.intercept_

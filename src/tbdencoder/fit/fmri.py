@@ -1,0 +1,145 @@
+"""Step `fit`: one model of any family for one subject x hemisphere -> fits/<subject>/<hemi>/<model>.h5;
+step `predict`: a stored fit's predictions for any stimuli with features.
+
+The spec (one JSON object): the model's `models` entry of params.yaml with `fit` (`alphas`, `cv_folds`,
+`seed`). The scheme is the fixed split of responses.h5: one model fitted on the training rows predicts
+the scored rows and the submission images (`fit.driver`).
+
+fits file: `test_prediction` (n_test, V) and `submission_prediction` (n_sub, V) float32; the model's
+per-vertex state (`alpha`, `cv_score` for the ridge families; what `Encoder.state()` returns);
+`feature_blocks` (block names) and `block_sizes`; attrs: subject, hemisphere, model, family, backbone,
+layers, tokens, spec (JSON), random_init_features, features and responses (the paths fitted on) and
+training_sha256 (of the training features and targets).
+
+Coefficients are not stored: at NSD scale (p = 15,360 features x 20,000 vertices) they would take
+1.2 GB per hemisphere and model. A family reloads from its state and the training data
+(`load_fitted`: the ridge families refit their coefficients from the alphas, one decomposition and no
+CV), checked against `training_sha256`: the reloaded model is the fitted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tbdencoder.data.responses import Responses, read_rois, read_targets
+from tbdencoder.features.featureset import FeatureSet
+from tbdencoder.fit.driver import Rows, fit_by_folds, fixed_split
+from tbdencoder.io import atomic_path, get_logger, write_strings
+from tbdencoder.models.base import FAMILIES, Encoder
+from tbdencoder.models.ridge import check_folds
+
+log = get_logger("fit")
+
+
+def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
+    """Hex sha256 of the training features and targets (float32 bytes, shapes included)."""
+    digest = hashlib.sha256()
+    for array in (X.flat(), Y):
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _features(features_path: str | Path, ids: list[str], spec: dict[str, Any]) -> FeatureSet:
+    return FeatureSet.load(features_path, ids, spec["layers"], spec["tokens"])
+
+
+def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: str, model_name: str,
+             spec: dict[str, Any], out_path: str | Path, device: str = "auto") -> None:
+    """Fit on the training rows, predict the scored rows and the submission images, save everything."""
+    start = time.perf_counter()
+    responses = Responses.read(responses_path)
+    train = Rows(_features(features_path, responses.train_stimulus_id, spec),
+                 read_targets(responses_path, hemisphere, "train"))
+    check_folds(spec["cv_folds"], train.X.n_rows, f"fit.cv_folds ({responses_path}, {hemisphere})")
+    predicted_ids = responses.test_stimulus_id + responses.submission_stimulus_id
+    target = Rows(_features(features_path, predicted_ids, spec))
+    targets = {"roi": {name: labels for name, (labels, _) in read_rois(responses_path, hemisphere).items()}}
+    prediction, _, (state,) = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows),
+                                           targets=targets, device=device,
+                                           label=f"{responses.subject} {hemisphere} {model_name}")
+    with h5py.File(features_path, "r") as h5:
+        random_init = bool(h5.attrs.get("random_init", False))
+    n_test = len(responses.test_stimulus_id)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        h5["test_prediction"] = prediction[:n_test]
+        h5["submission_prediction"] = prediction[n_test:]
+        for key, values in state.items():
+            h5[key] = np.asarray(values, dtype=np.float32)
+        write_strings(h5, "feature_blocks", train.X.names)
+        h5["block_sizes"] = train.X.block_sizes
+        h5.attrs.update(
+            subject=responses.subject, hemisphere=hemisphere, model=model_name, family=spec["family"],
+            backbone=spec["backbone"], layers=spec["layers"], tokens=spec["tokens"],
+            spec=json.dumps(spec, sort_keys=True), random_init_features=random_init, features=str(features_path),
+            responses=str(responses_path), training_sha256=training_sha256(train.X, train.Y),
+        )
+    summary = ", ".join(f"median {key} {float(np.median(values)):.3g}" for key, values in state.items())
+    log.info("%s %s %s (%s): X %s -> Y %s, %s, %.1f s%s", responses.subject, hemisphere, model_name, spec["family"],
+             (train.X.n_rows, sum(train.X.block_sizes)), train.Y.shape, summary, time.perf_counter() - start,
+             " (features from a RANDOM-INIT network)" if random_init else "")
+
+
+@dataclass
+class FittedModel:
+    """A stored fit made usable again: the reloaded model and the feature blocks it reads."""
+
+    model: Encoder
+    spec: dict[str, Any]
+
+    def predict(self, features_path: str | Path, stimulus_ids: list[str]) -> np.ndarray:
+        """(n, V) predictions for stimuli of a features file (the same backbone and layers as the fit)."""
+        return self.model.predict(_features(features_path, stimulus_ids, self.spec))
+
+
+def load_fitted(fit_path: str | Path, features_path: str | Path | None = None,
+                responses_path: str | Path | None = None, device: str = "auto") -> FittedModel:
+    """The fitted model of a fits file, reloaded by its family from the stored state and the training data.
+
+    `features_path` / `responses_path` default to the files the model was fitted on (the fits file's
+    attrs); the training data read from them must be what the model saw (checked by sha256).
+    """
+    with h5py.File(fit_path, "r") as h5:
+        attrs = dict(h5.attrs)
+        spec = json.loads(attrs["spec"])
+        state = {key: h5[key][:] for key in h5 if key not in ("test_prediction", "submission_prediction",
+                                                                "feature_blocks", "block_sizes")}
+    features_path = features_path or attrs["features"]
+    responses_path = responses_path or attrs["responses"]
+    X = _features(features_path, Responses.read(responses_path).train_stimulus_id, spec)
+    Y = read_targets(responses_path, str(attrs["hemisphere"]), "train")
+    if training_sha256(X, Y) != attrs["training_sha256"]:
+        raise ValueError(f"{fit_path}: the training data in {features_path} and {responses_path} are not what "
+                         "the model was fitted on (sha256 differs); rerun the fit")
+    return FittedModel(FAMILIES[spec["family"]].reload(state, X, Y, device=device), spec)
+
+
+def predict_stimuli(fit_path: str | Path, features_path: str | Path, out_path: str | Path, *,
+                    train_features: str | Path | None = None, responses_path: str | Path | None = None,
+                    device: str = "auto") -> None:
+    """Predict every stimulus of a features file (e.g. your own images) with a stored fit.
+
+    Output h5: `stimulus_id` (n,), `prediction` (n, V) float32; attrs fit (path), model, subject, hemisphere.
+    """
+    start = time.perf_counter()
+    fitted = load_fitted(fit_path, train_features, responses_path, device)
+    with h5py.File(features_path, "r") as h5:
+        stimulus_ids = list(h5["stimulus_id"].asstr()[:])
+    with h5py.File(fit_path, "r") as h5:
+        attrs = {key: h5.attrs[key] for key in ("model", "subject", "hemisphere")}
+    prediction = fitted.predict(features_path, stimulus_ids)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        write_strings(h5, "stimulus_id", stimulus_ids)
+        h5["prediction"] = prediction.astype(np.float32)
+        h5.attrs.update(fit=str(fit_path), **attrs)
+    log.info("%s: %d stimuli predicted with %s in %.1f s", out_path, len(stimulus_ids), fit_path,
+             time.perf_counter() - start)
