@@ -169,3 +169,36 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
              device="cpu")
     r = score_fit(responses, tmp_path / "fit.h5")[2]
     assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), r.mean()
+
+
+def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, tmp_path):
+    """Banded ridge through the fMRI step: the oracle block (the simulator's signal) outweighs a noise block for
+    most vertices with signal (40 training images: a noisy choice; tests/test_banded_ridge_solver.py checks the
+    90 % recovery on adequate data); the stored weights and alphas reload the model."""
+    responses = tmp_path / "responses.h5"
+    prepare_fmri(tiny_fmri_dataset, "subj01", ["lh", "rh"], ["streams"], 0.2, 0, responses, tmp_path / "stimuli.h5")
+    features = tmp_path / "features.h5"
+    _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
+    out = tmp_path / "banded.h5"
+    fit_fmri(features, responses, "lh", "banded", {**_spec("banded_ridge", ["cls", "grid"], [1e-3, 1.0, 1e3], 3),
+                                                   "n_gammas": 10}, out, device="cpu")
+    truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
+    with h5py.File(out) as h5:
+        weight = h5["block_weight"][:]
+        stored = h5["test_prediction"][:]
+        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/cls", "block01/grid"]
+    signal = truth["family"].to_numpy() != "none"
+    assert weight.shape == (120, 2) and (weight[signal].argmax(1) == 0).mean() > 0.6
+    np.testing.assert_allclose(weight.sum(1), 1.0, rtol=1e-5)
+    test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])
+    again = load_fitted(out, device="cpu").predict(features, test_ids)
+    np.testing.assert_allclose(again, stored, rtol=1e-3, atol=1e-3 * np.abs(stored).max())
+    # evaluation reports each vertex's preferred block
+    paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub")}
+    evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
+                     "banded", ["streams"])
+    summary = json.loads(paths["m.json"].read_text())["models"]["banded"]["lh"]["block_weights"]
+    assert summary["preferred"]["block01/cls"] == pytest.approx((weight.argmax(1) == 0).mean())
+    with h5py.File(paths["s.h5"]) as h5:
+        np.testing.assert_array_equal(h5["banded/lh/preferred_block"][:], weight.argmax(1))
+        assert list(h5["banded/lh/preferred_block"].attrs["blocks"]) == ["block01/cls", "block01/grid"]

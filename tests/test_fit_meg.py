@@ -198,3 +198,23 @@ def test_scores_are_unbiased_on_pure_noise(tmp_path):
         rows = [ids.index(fid) for fid in h5["fixation_id"].asstr()[:]]
         pooled = pearson_r(h5["prediction"][:], data[rows]).ravel()
     assert pooled.mean() < -2 * pooled.std() / np.sqrt(pooled.size), (pooled.mean(), pooled.std())
+
+
+def test_banded_ridge_weights_the_stream_that_drives_each_sensor(tmp_path, weights):
+    """The same driver runs banded ridge from its spec; with one block per stream, sensors driven by the
+    foveal crop only weight the foveal block, sensors that also see the parafoveal crop weight it more."""
+    epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
+    out = tmp_path / "banded.h5"
+    fit_meg.fit_meg_subject(epochs, features, out, model_name="banded", device="cpu",
+                            spec={**SPEC, "family": "banded_ridge", "n_gammas": 12, "streams": ["foveal", "parafoveal"]})
+    with h5py.File(out) as h5:
+        assert list(h5["feature_blocks"].asstr()[:]) == ["foveal:block01/cls", "parafoveal:block01/cls"]
+        block_weight = h5["block_weight"][:]  # (channels, times, blocks)
+        assert h5.attrs["family"] == "banded_ridge"
+    assert block_weight.shape == (N_CHANNELS, len(TIMES), 2)
+    parafoveal = block_weight[:, PROFILE > 0.4, 1]  # times with signal
+    assert parafoveal[:3].max() < 0.5 and parafoveal[3:5].mean() > parafoveal[:3].mean() + 0.2, parafoveal
+    scored = _score(out, epochs)  # evaluate_meg reads the weights with the predictions
+    assert scored.r[:5, 3].min() > 0.4
+    np.testing.assert_array_equal(scored.block_weight, block_weight)
+    assert scored.block_names == ["foveal:block01/cls", "parafoveal:block01/cls"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tbdencoder.evaluate.metrics import challenge_score, pearson_r, pearson_r_within_folds, roi_medians
+from tbdencoder.evaluate.metrics import block_preference, challenge_score, pearson_r, pearson_r_within_folds, roi_medians
 
 
 def test_pearson_r_matches_hand_computation():
@@ -64,3 +64,10 @@ def test_r_within_folds_refuses_a_fold_too_small_to_correlate():
     values = np.arange(8.0)[:, None]
     with pytest.raises(ValueError, match="fold 1 holds 2 rows"):
         pearson_r_within_folds(values, values, np.array([0, 0, 0, 0, 0, 0, 1, 1]))
+
+
+def test_block_preference_counts_each_targets_largest_weight():
+    weights = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    summary = block_preference(weights, ["block03", "block06", "block09"])
+    assert summary["preferred"] == {"block03": 0.5, "block06": 0.25, "block09": 0.25}
+    assert summary["mean_weight"]["block03"] == pytest.approx(0.4)

@@ -2,9 +2,11 @@
 
 metrics json: {subject, eval_split, random_init_features, models: {model: {lh|rh|all: {n_vertices, mean_r,
 median_r, challenge_score (mean over vertices, null without a noise ceiling), noise_ceiling_mean,
-roi: {class: {roi: {n_vertices, median_r, median_score}}}}}}}.
+roi: {class: {roi: {n_vertices, median_r, median_score}}}, and for models with block weights (banded ridge)
+block_weights: {preferred: {block: fraction of vertices whose largest weight it has}, mean_weight: {block: ...}}}}}}.
 tsv: one row per subject x model x hemisphere x ROI (roi_class/roi 'all' for every vertex).
-scores h5: per-vertex `<model>/<hemi>/r` and `<model>/<hemi>/score` (NaN without a noise ceiling).
+scores h5: per-vertex `<model>/<hemi>/r` and `<model>/<hemi>/score` (NaN without a noise ceiling), and
+`<model>/<hemi>/preferred_block` (index into its attr `blocks`) for models with block weights.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tbdencoder.data.responses import Responses, read_noise_ceiling, read_rois, read_targets
-from tbdencoder.evaluate.metrics import challenge_score, pearson_r, roi_medians
+from tbdencoder.evaluate.metrics import block_preference, challenge_score, pearson_r, roi_medians
 from tbdencoder.evaluate.plots import plot_roi_bars
 from tbdencoder.io import atomic_path, atomic_save_npy, atomic_write_text, get_logger
 
@@ -62,16 +64,21 @@ def evaluate_subject(
     metrics = {"subject": responses.subject, "eval_split": responses.eval_split, "models": {}}
     rows, random_init = [], False
     per_vertex: dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
+    block_weights: dict[tuple[str, str], tuple[np.ndarray, list[str]]] = {}
     for fit_path in fit_paths:
         model, hemi, r, score = score_fit(responses_path, fit_path)
         with h5py.File(fit_path, "r") as h5:
             random_init |= bool(h5.attrs["random_init_features"])
+            if "block_weight" in h5:
+                block_weights[model, hemi] = (h5["block_weight"][:], list(h5["feature_blocks"].asstr()[:]))
         per_vertex.setdefault(model, {})[hemi] = (r, score)
     for model, hemis in per_vertex.items():
         entry = metrics["models"][model] = {}
         for hemi, (r, score) in hemis.items():
             noise_ceiling = read_noise_ceiling(responses_path, hemi)
             entry[hemi] = _summary(r, score, noise_ceiling)
+            if (model, hemi) in block_weights:
+                entry[hemi]["block_weights"] = block_preference(*block_weights[model, hemi])
             rows.append(dict(model=model, hemisphere=hemi, roi_class="all", roi="all", **_row(r, score)))
             entry[hemi]["roi"] = {}
             for roi_class, (labels, names) in read_rois(responses_path, hemi).items():
@@ -98,6 +105,10 @@ def evaluate_subject(
             for hemi, (r, score) in hemis.items():
                 h5[f"{model}/{hemi}/r"] = r.astype(np.float32)
                 h5[f"{model}/{hemi}/score"] = np.full(r.shape, np.nan, np.float32) if score is None else score.astype(np.float32)
+                if (model, hemi) in block_weights:
+                    weight, names = block_weights[model, hemi]
+                    h5[f"{model}/{hemi}/preferred_block"] = weight.argmax(1).astype(np.int16)
+                    h5[f"{model}/{hemi}/preferred_block"].attrs["blocks"] = names
     table = pd.DataFrame(rows)
     table.insert(0, "subject", responses.subject)
     with atomic_path(table_out) as tmp:

@@ -9,11 +9,13 @@ on the other, and vice versa (`cross_fit`); the one value still chosen on the sa
 metrics json: {subject, n_pairs, max_distance_px, min_pairs, times (s), random_init_features,
 models: {model: {scheme, streams, n_fixations, peak_latency_s, mean_r_at_peak, mean_r_over_time, n_best_sensors,
 best_sensors_r_at_peak, best_sensor, best_sensor_r_optimistic, best_sensor_latency_s, median_noise_ceiling_at_peak,
-mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors, n_reliable_sensors}},
+mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors, n_reliable_sensors, and for models with block weights
+(banded ridge) block_weights_at_peak: {preferred: {block: fraction of sensors}, mean_weight: {block: ...}}}},
 <b>_minus_<a> (for compare = (a, b), when both fitted): {reference_latency_s, mean_delta_r_at_peak,
 fraction_cells_improved}}. Undefined values (no noise ceiling) are null.
 scores h5: `r/<model>` (ch, t), `noise_ceiling` (ch, t; NaN without enough repeats), `times` (t,) s,
-`ch_names` (ch,), `repeat_pairs` (n_pairs, 2) fixation ids; attrs subject, n_pairs, max_distance_px, min_pairs.
+`ch_names` (ch,), `repeat_pairs` (n_pairs, 2) fixation ids, `preferred_block/<model>` (ch, t) index into its
+attr `blocks` (models with block weights); attrs subject, n_pairs, max_distance_px, min_pairs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tbdencoder.data.meg import channel_info, read_epochs  # noqa: E402
-from tbdencoder.evaluate.metrics import pearson_r_within_folds  # noqa: E402
+from tbdencoder.evaluate.metrics import block_preference, pearson_r_within_folds  # noqa: E402
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs  # noqa: E402
 from tbdencoder.evaluate.plots import save_figure  # noqa: E402
 from tbdencoder.io import atomic_path, atomic_write_text, get_logger, write_strings  # noqa: E402
@@ -56,6 +58,8 @@ class MegFit:
     n_fixations: int
     r: np.ndarray  # (ch, t) within-fold r over all folds
     r_halves: np.ndarray  # (2, ch, t) within-fold r over alternate outer folds (1st, 3rd, ... / 2nd, 4th, ...)
+    block_weight: np.ndarray | None = None  # (ch, t, blocks) for families with block weights (banded ridge)
+    block_names: list[str] | None = None
 
 
 def _strings(value) -> list[str]:
@@ -81,6 +85,8 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
             raise KeyError(f"{path}: missing attrs {missing} (expected the fits layout of docs/meg.md)")
         fit_ids = list(h5["fixation_id"].asstr()[:])
         prediction, folds = h5["prediction"][:], h5["fold"][:]
+        block_weight = h5["block_weight"][:] if "block_weight" in h5 else None
+        block_names = list(h5["feature_blocks"].asstr()[:]) if block_weight is not None else None
     expected = (len(ch_names), len(times_s))
     if prediction.shape[1:] != expected:
         raise ValueError(f"{path}: prediction has shape {prediction.shape}, expected (fixations, channels, times) "
@@ -111,7 +117,8 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
                   random_init_features=bool(attrs["random_init_features"]), n_fixations=len(fit_ids),
                   r=pearson_r_within_folds(prediction, target, folds),
                   r_halves=np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h])
-                                     for h in (0, 1)]))
+                                     for h in (0, 1)]),
+                  block_weight=block_weight, block_names=block_names)
 
 
 def cross_fit(choose_by: np.ndarray, score_on: np.ndarray, choose, score):
@@ -163,7 +170,7 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
     def reliable(t: int) -> np.ndarray:
         return np.argsort(-np.nan_to_num(nc[:, t], nan=-np.inf), kind="stable")[:n_reliable]
 
-    return {
+    metrics = {
         "scheme": fit.scheme,
         "streams": fit.streams,
         "n_fixations": fit.n_fixations,
@@ -183,6 +190,9 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
                                                  if has_nc else np.nan),
         "n_reliable_sensors": n_reliable,
     }
+    if fit.block_weight is not None:  # each sensor's preferred block (layer, stream) at the peak latency
+        metrics["block_weights_at_peak"] = block_preference(fit.block_weight[:, peak], fit.block_names)
+    return metrics
 
 
 def compare_models(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray) -> dict:
@@ -274,6 +284,9 @@ def evaluate_meg_subject(
     with atomic_path(scores_out) as tmp, h5py.File(tmp, "w") as h5:
         for model, fit in fits.items():
             h5[f"r/{model}"] = fit.r.astype(np.float32)
+            if fit.block_weight is not None:
+                h5[f"preferred_block/{model}"] = fit.block_weight.argmax(-1).astype(np.int16)
+                h5[f"preferred_block/{model}"].attrs["blocks"] = fit.block_names
         h5["noise_ceiling"] = nc.astype(np.float32)
         h5["times"] = times_s
         write_strings(h5, "ch_names", ch_names)

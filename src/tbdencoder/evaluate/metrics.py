@@ -69,3 +69,12 @@ def roi_medians(values: np.ndarray, labels: np.ndarray, names: dict[int, str]) -
             continue
         out[name] = (int(mask.sum()), float(np.nanmedian(values[mask])))
     return out
+
+
+def block_preference(block_weight: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+    """Summary of per-target block weights (t, n_blocks) (banded ridge): for every block the fraction of targets
+    whose largest weight it has (`preferred`, the targets' preferred layer / stream) and its mean weight."""
+    block_weight = np.asarray(block_weight, dtype=np.float64).reshape(-1, len(names))
+    preferred = np.bincount(block_weight.argmax(1), minlength=len(names)) / len(block_weight)
+    return {"preferred": dict(zip(names, preferred.tolist())),
+            "mean_weight": dict(zip(names, block_weight.mean(0).tolist()))}

@@ -143,8 +143,9 @@ def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, fold
         write_strings(h5, "scene_id", rows.scene_id)
         h5["prediction"] = prediction.reshape(len(prediction), *shape)
         h5["fold"] = fold
-        for key in states[0]:  # per-target state: the median over folds (e.g. `alpha`)
-            h5[key] = np.median([state[key] for state in states], axis=0).reshape(shape)
+        for key in states[0]:  # per-target state (targets first, e.g. `alpha`): the median over folds
+            median = np.median([state[key] for state in states], axis=0)
+            h5[key] = median.reshape(*shape, *median.shape[1:])
         write_strings(h5, "feature_blocks", rows.X.names)
         h5["block_sizes"] = rows.X.block_sizes
         h5.attrs.update(

@@ -1,9 +1,10 @@
 """Encoding model families: scikit-learn style estimators registered under their `family` name (models.base)."""
 
+from tbdencoder.models.banded_ridge import BandedRidgeEncoder
 from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "Encoder", "FeatureEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]

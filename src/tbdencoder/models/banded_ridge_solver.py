@@ -73,14 +73,14 @@ def banded_ridge_cv(
     alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas) & (alphas > 0)):
         raise ValueError(f"alphas must be a non-empty list of finite positive numbers, got {alphas}")
-    device = resolve_device(device)
+    solver_device = resolve_device(device)
     offset = np.zeros(Y.shape[1], dtype=np.float32) if y_offset is None else np.asarray(y_offset, np.float32)
 
     best_score = np.full(Y.shape[1], -np.inf)
     best_candidate = np.zeros(Y.shape[1], dtype=np.int64)
     best_alpha = np.zeros(Y.shape[1])
     for candidate, gamma in enumerate(gammas):
-        solver = _Solver(X * _column_scale(block_sizes, gamma), folds, alphas, device)
+        solver = _Solver(X * _column_scale(block_sizes, gamma), folds, alphas, solver_device)
         for cols in _batches(solver, Y.shape[1], max_batch_targets):
             scores = solver.cv_scores(solver.targets(Y, offset, cols))
             index = _best_alpha_index(scores, alphas)
@@ -90,17 +90,35 @@ def banded_ridge_cv(
             best_candidate[cols] = np.where(better, candidate, best_candidate[cols])
             best_alpha[cols] = np.where(better, alphas[index], best_alpha[cols])
 
+    coef = banded_ridge_fixed(X, Y, block_sizes, gammas[best_candidate], best_alpha, y_offset=offset, device=device,
+                              max_batch_targets=max_batch_targets)
+    return BandedRidgeCVResult(coef, gammas[best_candidate], best_alpha, best_score)
+
+
+def banded_ridge_fixed(X: np.ndarray, Y: np.ndarray, block_sizes: Sequence[int], gamma: np.ndarray, alpha: np.ndarray,
+                       *, y_offset: np.ndarray | None = None, device: str = "auto",
+                       max_batch_targets: int | None = None) -> np.ndarray:
+    """(p, t) float32 coefficients with each target's block weights gamma (t, n_blocks) and alpha (t,), no CV.
+
+    The refit half of `banded_ridge_cv`: targets sharing a weighting are solved together (one decomposition
+    per distinct weighting), so the stored weights and alphas give back the fitted coefficients.
+    """
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
+    block_sizes = [int(size) for size in block_sizes]
+    offset = np.zeros(Y.shape[1], dtype=np.float32) if y_offset is None else np.asarray(y_offset, np.float32)
+    solver_device = resolve_device(device)
+    weightings, which = np.unique(np.asarray(gamma, dtype=np.float64), axis=0, return_inverse=True)
     coef = np.empty((X.shape[1], Y.shape[1]), dtype=np.float32)
-    for candidate in np.unique(best_candidate):
-        targets = np.flatnonzero(best_candidate == candidate)
-        scale = _column_scale(block_sizes, gammas[candidate])
-        solver = _Solver(X * scale, [], np.unique(best_alpha[targets]), device)
+    for index, weighting in enumerate(weightings):
+        targets = np.flatnonzero(which.ravel() == index)
+        scale = _column_scale(block_sizes, weighting)
+        solver = _Solver(X * scale, [], np.unique(alpha[targets]), solver_device)
         size = solver.batch_size(len(targets), max_batch_targets)
         for start in range(0, len(targets), size):
             chunk = targets[start:start + size]
             batch = solver.targets(Y[:, chunk], offset[chunk], slice(None))
-            coef[:, chunk] = solver.coef(batch, best_alpha[chunk]) * scale[:, None]
-    return BandedRidgeCVResult(coef, gammas[best_candidate], best_alpha, best_score)
+            coef[:, chunk] = solver.coef(batch, np.asarray(alpha, dtype=np.float64)[chunk]) * scale[:, None]
+    return coef
 
 
 def _column_scale(block_sizes: list[int], gamma: np.ndarray) -> np.ndarray:

@@ -27,6 +27,27 @@ def check_folds(n_folds: int, n_rows: int, key: str, n_groups: int | None = None
             f"that picks each alpha is undefined on one row)")
 
 
+def cv_splits(n_rows: int, cv_folds: int, seed: int, groups: np.ndarray | None = None) -> list:
+    """Shuffled K-fold (train, validation) row splits, grouped when `groups` is given; checked by check_folds."""
+    check_folds(cv_folds, n_rows, "cv_folds", None if groups is None else len(np.unique(groups)))
+    rows = np.zeros(n_rows)
+    if groups is None:
+        return list(KFold(cv_folds, shuffle=True, random_state=seed).split(rows))
+    return list(GroupKFold(cv_folds, shuffle=True, random_state=seed).split(rows, groups=groups))
+
+
+def set_offsets(model, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes; set `model`'s feature means and scales (x_mean_, x_scale_) and intercept_ (target means)."""
+    X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+        raise ValueError(f"expected X (n, p) and Y (n, t) with the same n, got {X.shape} and {Y.shape}")
+    model.x_mean_ = X.mean(0)
+    model.x_scale_ = X.std(0)
+    model.x_scale_[model.x_scale_ == 0] = 1.0
+    model.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
+    return X, Y
+
+
 @register("ridge")
 class RidgeEncoder:
     """Linear encoding model: standardised features -> centred targets, one ridge penalty per target.
@@ -56,12 +77,8 @@ class RidgeEncoder:
 
     def fit(self, X: FeatureSet | np.ndarray, Y: np.ndarray, *, groups: np.ndarray | None = None,
             subjects: np.ndarray | None = None, targets: dict | None = None) -> "RidgeEncoder":
-        X, Y = self._set_offsets(as_matrix(X), Y)
-        check_folds(self.cv_folds, len(X), "cv_folds", None if groups is None else len(np.unique(groups)))
-        if groups is None:
-            folds = list(KFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X))
-        else:
-            folds = list(GroupKFold(self.cv_folds, shuffle=True, random_state=self.seed).split(X, groups=groups))
+        X, Y = set_offsets(self, as_matrix(X), Y)
+        folds = cv_splits(len(X), self.cv_folds, self.seed, groups)
         solution = ridge_cv((X - self.x_mean_) / self.x_scale_, Y, self.alphas, folds,
                             shared_alpha=self.shared_alpha, y_offset=self.intercept_, device=self.device,
                             max_batch_targets=self.max_batch_targets)
@@ -84,23 +101,12 @@ class RidgeEncoder:
 
         With the alphas `fit` chose on the same X and Y, the coefficients equal `fit`'s.
         """
-        X, Y = self._set_offsets(as_matrix(X), Y)
+        X, Y = set_offsets(self, as_matrix(X), Y)
         self.alpha_ = np.asarray(alpha, dtype=np.float32)
         self.coef_ = ridge_fixed_alpha((X - self.x_mean_) / self.x_scale_, Y, self.alpha_.astype(np.float64),
                                        y_offset=self.intercept_, device=self.device,
                                        max_batch_targets=self.max_batch_targets)
         return self
-
-    def _set_offsets(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Check shapes; set the feature means and scales and the intercept (target means)."""
-        X, Y = np.asarray(X, dtype=np.float32), np.asarray(Y)
-        if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-            raise ValueError(f"expected X (n, p) and Y (n, t) with the same n, got {X.shape} and {Y.shape}")
-        self.x_mean_ = X.mean(0)
-        self.x_scale_ = X.std(0)
-        self.x_scale_[self.x_scale_ == 0] = 1.0
-        self.intercept_ = Y.mean(0, dtype=np.float64).astype(np.float32)
-        return X, Y
 
     def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
         Xs = (as_matrix(X) - self.x_mean_) / self.x_scale_
