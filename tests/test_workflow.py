@@ -32,13 +32,17 @@ TINY_CONFIG = {
         "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls", "grid"]},
         "roi_ridge": {"family": "roi_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
                       "tokens": ["cls", "grid"], "roi_class": "streams"},
+        "banded_grid": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
+                        "tokens": ["cls", "grid"], "n_gammas": 4},
     },
     "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
     "meg": {"subjects": [1, 2, 3], "heldout_subjects": [60],
             "models": {"foveal": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
                                   "streams": ["foveal"]},
                        "dual": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
-                                "streams": ["foveal", "parafoveal"]}},
+                                "streams": ["foveal", "parafoveal"]},
+                       "dual_banded": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
+                                       "tokens": ["cls"], "streams": ["foveal", "parafoveal"], "n_gammas": 4}},
             "fit": {"alphas": [10.0, 100.0, 1000.0, 10000.0, 100000.0], "outer_folds": 4, "inner_folds": 3,
                     "seed": 0}},
 }
@@ -74,7 +78,11 @@ def _ground_truth(workdir, subject, hemi):
 def test_outputs_exist_with_documented_shapes(workflow_run):
     metrics = json.loads((workflow_run / "results/metrics.json").read_text())
     assert set(metrics["subjects"]) == {"subj01", "subj02"}
-    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge"}
+    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge", "banded_grid"}
+    # banded ridge, added by params alone: each vertex's preferred block (layer x token) in the metrics
+    preferred = metrics["subjects"]["subj01"]["banded_grid"]["lh"]["block_weights"]["preferred"]
+    assert set(preferred) == {"block03/cls", "block03/grid", "block06/cls", "block06/grid"}
+    assert sum(preferred.values()) == pytest.approx(1.0)
     assert metrics["subjects"]["subj02"]["ridge_grid"]["lh"]["n_vertices"] == 300
     subj02 = json.loads((workflow_run / "results/metrics/subj02.json").read_text())
     assert subj02["random_init_features"] is True and subj02["eval_split"] == "test"
