@@ -202,3 +202,31 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     with h5py.File(paths["s.h5"]) as h5:
         np.testing.assert_array_equal(h5["banded/lh/preferred_block"][:], weight.argmax(1))
         assert list(h5["banded/lh/preferred_block"].attrs["blocks"]) == ["block01/cls", "block01/grid"]
+
+
+def test_mlp_fit_stores_its_curves_and_network_and_reloads_without_training(tiny_fmri_dataset, tmp_path,
+                                                                             monkeypatch):
+    """The MLP through the fMRI step from its spec: loss curves and weights under folds/0, predictions that
+    follow the oracle features, a reload that trains nothing and predicts what the fit predicted."""
+    responses = tmp_path / "responses.h5"
+    prepare_fmri(tiny_fmri_dataset, "subj01", ["lh"], ["streams"], 0.2, 0, responses, tmp_path / "stimuli.h5")
+    features = tmp_path / "features.h5"
+    _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
+    out = tmp_path / "mlp.h5"
+    spec = {**_spec("mlp", ["cls"], [1.0], 3), "hidden_units": 32, "max_epochs": 150, "patience": 15,
+            "learning_rate": 3e-3}
+    fit_fmri(features, responses, "lh", "mlp", spec, out, device="cpu")
+    with h5py.File(out) as h5:
+        curves = {key: h5[f"folds/0/{key}"][()] for key in ("train_loss", "validation_loss", "best_epoch")}
+        stored = h5["test_prediction"][:]
+        assert h5["validation_r2"].shape == (120,) and h5["folds/0/weights/0.weight"].shape == (32, 240)
+    assert len(curves["train_loss"]) == len(curves["validation_loss"]) > curves["best_epoch"]
+    assert curves["validation_loss"][curves["best_epoch"]] == curves["validation_loss"].min()
+    assert not (tmp_path / "mlp.h5.checkpoints").exists()  # removed once the fits file is written
+    truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
+    r = score_fit(responses, out)[2]
+    assert np.median(r[truth["family"].to_numpy() != "none"]) > 0.3
+    monkeypatch.setattr("tbdencoder.models.mlp.train", None)  # reloading must not train
+    test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])
+    np.testing.assert_allclose(load_fitted(out, device="cpu").predict(features, test_ids), stored, rtol=1e-5,
+                               atol=1e-5)

@@ -18,6 +18,7 @@ predictions, the fold of every predicted row and every fold's model state; the m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,28 +57,61 @@ class Fold:
     predict: np.ndarray  # indices of the rows to predict
 
 
+@dataclass
+class FoldFits:
+    """What the driver returns: predictions, the fold of every predicted row and each fold's model output."""
+
+    prediction: np.ndarray  # (n_target, t) float32
+    fold: np.ndarray  # (n_target,) int64, -1 where no fold predicts the row
+    states: list[dict[str, np.ndarray]]  # per fold: Encoder.state() (per-target arrays)
+    artifacts: list[dict[str, np.ndarray]]  # per fold: Encoder.artifacts() where a family has them (weights, curves)
+
+
 def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fold], *,
-                 targets: dict[str, Any] | None = None, device: str = "auto",
-                 label: str = "") -> tuple[np.ndarray, np.ndarray, list[dict[str, np.ndarray]]]:
+                 targets: dict[str, Any] | None = None, device: str = "auto", checkpoint_dir: str | Path | None = None,
+                 label: str = "") -> FoldFits:
     """Fit one model of `spec` per fold on its training rows and predict its rows of `target`.
 
-    Returns predictions (n_target, t) float32, the fold of each target row (int64, -1 if no fold
-    predicts it) and each fold's model state (`Encoder.state()`).
+    A family that checkpoints (its constructor takes `checkpoint`) gets `<checkpoint_dir>/fold<k>.pt`, so
+    an interrupted fit resumes fold by fold.
     """
     prediction = np.zeros((target.X.n_rows, pool.Y.shape[1]), dtype=np.float32)
     row_fold = np.full(target.X.n_rows, -1, dtype=np.int64)
-    states = []
+    states, artifacts = [], []
     for index, fold in enumerate(folds):
         train = pool.take(fold.train)
-        model = build_encoder(spec, device).fit(train.X, train.Y, groups=train.groups, subjects=train.subjects,
-                                                targets=targets)
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{index}.pt"
+        model = build_encoder(spec, device, checkpoint).fit(train.X, train.Y, groups=train.groups,
+                                                            subjects=train.subjects, targets=targets)
         rows = target.take(fold.predict)
         prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects)
         row_fold[fold.predict] = index
         states.append(model.state())
+        artifacts.append(model.artifacts() if hasattr(model, "artifacts") else {})
         log.info("%s fold %d/%d: %s fitted on %d rows (%d left out), predicted %d rows", label, index + 1, len(folds),
                  spec["family"], int(fold.train.sum()), int((~fold.train).sum()), len(fold.predict))
-    return prediction, row_fold, states
+    return FoldFits(prediction, row_fold, states, artifacts)
+
+
+def checkpoint_dir(out_path: str | Path) -> Path:
+    """Where a fit's training checkpoints live until its fits file is written: `<out>.checkpoints/`."""
+    return Path(f"{out_path}.checkpoints")
+
+
+def write_artifacts(h5, artifacts: list[dict[str, np.ndarray]]) -> None:
+    """Each fold's artifacts as `folds/<k>/<name>` of an open fits file (nothing for families without any)."""
+    for index, arrays in enumerate(artifacts):
+        for name, values in arrays.items():
+            h5[f"folds/{index}/{name}"] = values
+
+
+def read_artifacts(h5, fold: int = 0) -> dict[str, np.ndarray]:
+    """A fold's artifacts from an open fits file, keyed as the family wrote them (`weights/0.weight`, ...)."""
+    if f"folds/{fold}" not in h5:
+        return {}
+    arrays = {}
+    h5[f"folds/{fold}"].visititems(lambda name, item: arrays.__setitem__(name, item[()]) if hasattr(item, "dtype") else None)
+    return arrays
 
 
 def fixed_split(n_pool: int, n_target: int) -> list[Fold]:

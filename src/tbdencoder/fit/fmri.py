@@ -6,7 +6,8 @@ The spec (one JSON object): the model's `models` entry of params.yaml with `fit`
 the scored rows and the submission images (`fit.driver`).
 
 fits file: `test_prediction` (n_test, V) and `submission_prediction` (n_sub, V) float32; the model's
-per-vertex state (`alpha`, `cv_score` for the ridge families; what `Encoder.state()` returns);
+per-vertex state (`alpha`, `cv_score` for the ridge families; what `Encoder.state()` returns); the
+family's artifacts under `folds/0/` (the MLP's weights and loss curves; `Encoder.artifacts()`);
 `feature_blocks` (block names) and `block_sizes`; attrs: subject, hemisphere, model, family, backbone,
 layers, tokens, spec (JSON), random_init_features, features and responses (the paths fitted on) and
 training_sha256 (of the training features and targets).
@@ -14,13 +15,16 @@ training_sha256 (of the training features and targets).
 Coefficients are not stored: at NSD scale (p = 15,360 features x 20,000 vertices) they would take
 1.2 GB per hemisphere and model. A family reloads from its state and the training data
 (`load_fitted`: the ridge families refit their coefficients from the alphas, one decomposition and no
-CV), checked against `training_sha256`: the reloaded model is the fitted one.
+CV; the MLP reads its stored network), checked against `training_sha256`: the reloaded model is the
+fitted one. A gradient-trained family checkpoints to `<out>.checkpoints/` while it trains; a killed fit
+resumes from there, and the folder is removed once the fits file is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,7 @@ import numpy as np
 
 from tbdencoder.data.responses import Responses, read_rois, read_targets
 from tbdencoder.features.featureset import FeatureSet
-from tbdencoder.fit.driver import Rows, fit_by_folds, fixed_split
+from tbdencoder.fit.driver import Rows, checkpoint_dir, fit_by_folds, fixed_split, read_artifacts, write_artifacts
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import FAMILIES, Encoder
 from tbdencoder.models.ridge import check_folds
@@ -64,9 +68,10 @@ def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: 
     predicted_ids = responses.test_stimulus_id + responses.submission_stimulus_id
     target = Rows(_features(features_path, predicted_ids, spec))
     targets = {"roi": {name: labels for name, (labels, _) in read_rois(responses_path, hemisphere).items()}}
-    prediction, _, (state,) = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows),
-                                           targets=targets, device=device,
-                                           label=f"{responses.subject} {hemisphere} {model_name}")
+    checkpoints = checkpoint_dir(out_path)
+    fits = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows), targets=targets,
+                        device=device, checkpoint_dir=checkpoints, label=f"{responses.subject} {hemisphere} {model_name}")
+    prediction, (state,) = fits.prediction, fits.states
     with h5py.File(features_path, "r") as h5:
         random_init = bool(h5.attrs.get("random_init", False))
     n_test = len(responses.test_stimulus_id)
@@ -75,6 +80,7 @@ def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: 
         h5["submission_prediction"] = prediction[n_test:]
         for key, values in state.items():
             h5[key] = np.asarray(values, dtype=np.float32)
+        write_artifacts(h5, fits.artifacts)
         write_strings(h5, "feature_blocks", train.X.names)
         h5["block_sizes"] = train.X.block_sizes
         h5.attrs.update(
@@ -83,6 +89,7 @@ def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: 
             spec=json.dumps(spec, sort_keys=True), random_init_features=random_init, features=str(features_path),
             responses=str(responses_path), training_sha256=training_sha256(train.X, train.Y),
         )
+    shutil.rmtree(checkpoints, ignore_errors=True)
     summary = ", ".join(f"median {key} {float(np.median(values)):.3g}" for key, values in state.items())
     log.info("%s %s %s (%s): X %s -> Y %s, %s, %.1f s%s", responses.subject, hemisphere, model_name, spec["family"],
              (train.X.n_rows, sum(train.X.block_sizes)), train.Y.shape, summary, time.perf_counter() - start,
@@ -112,7 +119,8 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | None = None,
         attrs = dict(h5.attrs)
         spec = json.loads(attrs["spec"])
         state = {key: h5[key][:] for key in h5 if key not in ("test_prediction", "submission_prediction",
-                                                                "feature_blocks", "block_sizes")}
+                                                                "feature_blocks", "block_sizes", "folds")}
+        state.update(read_artifacts(h5))
     features_path = features_path or attrs["features"]
     responses_path = responses_path or attrs["responses"]
     X = _features(features_path, Responses.read(responses_path).train_stimulus_id, spec)

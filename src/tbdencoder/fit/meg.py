@@ -13,12 +13,15 @@ the one driver's (`fit.driver`).
 The spec (one JSON object): the model's `meg.models` entry with `meg.fit` (`alphas`, `outer_folds`,
 `inner_folds` = the folds a family uses for its own hyper-parameters, grouped by scene, and `seed`).
 Fits hold predictions, the outer fold of each row and the per-target state of the models (the median
-over folds); evaluate_meg computes r within folds. Layout: docs/meg.md (`results/fits/meg/<sub>/<model>.h5`).
+over folds) and each fold's artifacts (`folds/<k>/`: the MLP's weights and loss curves); evaluate_meg
+computes r within folds. A gradient-trained family checkpoints each fold to `<out>.checkpoints/` (removed
+once the fits file is written), so a killed fit resumes. Layout: docs/meg.md (`results/fits/meg/<sub>/<model>.h5`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ import numpy as np
 
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.features.featureset import FeatureSet
-from tbdencoder.fit.driver import Rows, fit_by_folds, scene_folds
+from tbdencoder.fit.driver import FoldFits, Rows, checkpoint_dir, fit_by_folds, scene_folds, write_artifacts
 from tbdencoder.io import atomic_path, get_logger, write_strings
 
 log = get_logger("fit_meg")
@@ -102,9 +105,9 @@ def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path
     rows = load_rows(epochs_path, features_path, spec["streams"], spec["layers"], spec["tokens"])
     folds = scene_folds(rows.scene_id, rows.scene_id, spec["outer_folds"], spec["inner_folds"], spec["seed"],
                         rows.subject)
-    prediction, fold, states = fit_by_folds(_family_spec(spec), rows.rows(), rows.rows(), folds,
-                                            targets=_targets(rows), device=device, label=f"{rows.subject} {model_name}")
-    _write_fit(out_path, rows, prediction, fold, states, model_name=model_name, spec=spec, scheme="scene_cv",
+    fits = fit_by_folds(_family_spec(spec), rows.rows(), rows.rows(), folds, targets=_targets(rows), device=device,
+                        checkpoint_dir=checkpoint_dir(out_path), label=f"{rows.subject} {model_name}")
+    _write_fit(out_path, rows, fits, model_name=model_name, spec=spec, scheme="scene_cv",
                train_subjects=[rows.subject], elapsed_s=time.perf_counter() - start)
 
 
@@ -126,26 +129,26 @@ def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | P
     pooled = Rows.stack([rows.rows() for rows in pool])
     folds = scene_folds(target.scene_id, pooled.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"],
                         target.subject)
-    prediction, fold, states = fit_by_folds(_family_spec(spec), pooled, target.rows(), folds,
-                                            targets=_targets(target), device=device,
-                                            label=f"{target.subject} {model_name}")
-    _write_fit(out_path, target, prediction, fold, states, model_name=model_name, spec=spec,
+    fits = fit_by_folds(_family_spec(spec), pooled, target.rows(), folds, targets=_targets(target), device=device,
+                        checkpoint_dir=checkpoint_dir(out_path), label=f"{target.subject} {model_name}")
+    _write_fit(out_path, target, fits, model_name=model_name, spec=spec,
                scheme="heldout_subject", train_subjects=[rows.subject for rows in pool],
                elapsed_s=time.perf_counter() - start)
 
 
-def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, fold: np.ndarray,
-               states: list[dict[str, np.ndarray]], *, model_name: str, spec: dict[str, Any], scheme: str,
+def _write_fit(out_path: str | Path, rows: MegRows, fits: FoldFits, *, model_name: str, spec: dict[str, Any], scheme: str,
                train_subjects: list[str], elapsed_s: float) -> None:
     shape = (len(rows.ch_names), len(rows.times))
+    prediction, states = fits.prediction, fits.states
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         write_strings(h5, "fixation_id", rows.fixation_id)
         write_strings(h5, "scene_id", rows.scene_id)
         h5["prediction"] = prediction.reshape(len(prediction), *shape)
-        h5["fold"] = fold
+        h5["fold"] = fits.fold
         for key in states[0]:  # per-target state (targets first, e.g. `alpha`): the median over folds
             median = np.median([state[key] for state in states], axis=0)
             h5[key] = median.reshape(*shape, *median.shape[1:])
+        write_artifacts(h5, fits.artifacts)
         write_strings(h5, "feature_blocks", rows.X.names)
         h5["block_sizes"] = rows.X.block_sizes
         h5.attrs.update(
@@ -158,3 +161,4 @@ def _write_fit(out_path: str | Path, rows: MegRows, prediction: np.ndarray, fold
     log.info("%s %s (%s, %s, %s): X %s, %d targets, %d folds; %.1f s%s", rows.subject, model_name, spec["family"],
              scheme, "+".join(spec["streams"]), (rows.X.n_rows, sum(rows.X.block_sizes)), prediction.shape[1],
              len(states), elapsed_s, " (features from a RANDOM-INIT network)" if rows.random_init_features else "")
+    shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)

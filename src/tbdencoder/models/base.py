@@ -42,6 +42,9 @@ class Encoder(Protocol):
         """Per-target arrays a fits file keeps: what reloading needs, and what evaluation may report."""
         ...
 
+    # Optional: `artifacts() -> dict[str, np.ndarray]`, arrays that are not per target (network weights,
+    # loss curves); fits files keep them per fold (`folds/<k>/<name>`) and `reload` gets them with the state.
+
 
 def register(name: str):
     """Class decorator: make a family available under `name` in model specs."""
@@ -55,8 +58,11 @@ def register(name: str):
     return add
 
 
-def build_encoder(spec: dict[str, Any], device: str = "auto") -> Encoder:
-    """An unfitted model of `spec['family']` with the spec's hyper-parameters that its constructor takes."""
+def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None) -> Encoder:
+    """An unfitted model of `spec['family']` with the spec's hyper-parameters that its constructor takes.
+
+    `device` and `checkpoint` (a file a gradient-trained family resumes from) go to families that take them.
+    """
     family = spec.get("family")
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
@@ -65,4 +71,6 @@ def build_encoder(spec: dict[str, Any], device: str = "auto") -> Encoder:
     kwargs = {key: value for key, value in spec.items() if key in accepted and key not in FEATURE_KEYS}
     if "device" in accepted:
         kwargs["device"] = device
+    if "checkpoint" in accepted:
+        kwargs["checkpoint"] = checkpoint
     return cls(**kwargs)
