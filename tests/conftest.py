@@ -41,3 +41,19 @@ def workflow_report(workflow_run, tmp_path_factory) -> dict:
 def fmri_dataset_copy(tiny_fmri_dataset, tmp_path):
     """A private copy of the tiny dataset that a test may break."""
     return shutil.copytree(tiny_fmri_dataset, tmp_path / "algonauts_2023")
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures that evaluate/plots.py saves, as {path: (title, [(panel title, axes), ...])}; still written."""
+    from tbdencoder.evaluate import plots
+
+    figures = {}
+    original = plots.save_figure
+
+    def save(fig, out_path, title):
+        figures[out_path] = (title, [(ax.get_title(), ax) for ax in fig.axes])
+        original(fig, out_path, title)
+
+    monkeypatch.setattr(plots, "save_figure", save)
+    return figures

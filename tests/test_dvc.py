@@ -167,10 +167,10 @@ TINY = {
                           "image_size_px": 64},
                  "meg": {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}},
     "features": {"backbones": {"clip_vitb32": {"model": "ViT-S-32", "layers": [1, 2], "batch_size": 64}}},
-    "models": {name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid")},
+    "models": {name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls")},
     "fit": {"alphas": [1.0, 100.0, 10000.0], "cv_folds": 3},
     "meg": {"subjects": [1, 2], "heldout_subjects": [60],
-            "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual", "dual_banded")},
+            "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual", "dual_banded", "dual_mlp")},
             "fit": {"outer_folds": 3, "inner_folds": 3}},
 }
 

@@ -9,8 +9,12 @@ import mne
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject, meg_summary
+from tbdencoder.cli import main
+from tbdencoder.data.meg import read_epochs
+from tbdencoder.evaluate.evaluate_meg import MegFit, block_weight_maps, evaluate_meg_subject, meg_summary, read_fit
+from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs
 from tbdencoder.io import write_strings
 
@@ -20,6 +24,9 @@ MAX_DISTANCE_PX = 10.0
 FOVEAL_PEAK_S, PARAFOVEAL_PEAK_S = 0.12, 0.22
 N_IMPROVED = 150  # channels where dual beats foveal by DELTA_UP; the others lose DELTA_DOWN
 DELTA_UP, DELTA_DOWN = 0.02, 0.01
+FIGURES = ("r_time", "topomap", "dual_vs_foveal", "preferred_block", "training")
+BLOCKS = ["foveal:block06/cls", "parafoveal:block06/cls"]
+N_PARAFOVEAL = 51  # channels whose largest block weight at the peak is the parafoveal block's (the dual fit)
 
 
 def neuromag_grads() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -78,8 +85,9 @@ def write_epochs(path, data, fixations: pd.DataFrame, subject="sub-01", ch_names
 
 
 def write_fit(path, model, prediction, fixation_ids, folds, subject="sub-01", scheme="scene_cv",
-              streams=("foveal",), ch_names=None, random_init=False):
-    """A fits file as docs/meg.md."""
+              streams=("foveal",), ch_names=None, random_init=False, block_weight=None, curves=None):
+    """A fits file as docs/meg.md, with `block_weight` (ch, t, blocks BLOCKS) as banded ridge writes it and
+    `curves` ({fold: (train_loss, validation_loss, best_epoch)}) as a gradient-trained family does."""
     names = ch_names or neuromag_grads()[0]
     with h5py.File(path, "w") as h5:
         write_strings(h5, "fixation_id", fixation_ids)
@@ -90,6 +98,13 @@ def write_fit(path, model, prediction, fixation_ids, folds, subject="sub-01", sc
         h5.attrs.update(subject=subject, model=model, streams=list(streams), backbone="vit_tiny", layers=[6],
                         tokens=["cls"], times=TIMES_S, ch_names=list(names), scheme=scheme, n_folds=5,
                         random_init_features=random_init)
+        if block_weight is not None:
+            h5["block_weight"] = block_weight
+            write_strings(h5, "feature_blocks", BLOCKS)
+        for fold, (train, validation, best) in (curves or {}).items():
+            h5[f"folds/{fold}/train_loss"] = np.asarray(train, np.float32)
+            h5[f"folds/{fold}/validation_loss"] = np.asarray(validation, np.float32)
+            h5[f"folds/{fold}/best_epoch"] = np.int64(best)
 
 
 def predictions_with_r(target, r, folds, rng):
@@ -153,16 +168,25 @@ def synthetic(tmp_path_factory):
     fitted = rng.permutation(len(fixations) - 10)  # the last 10 fixations have no fit; rows in another order
     ids = fixations["fixation_id"].to_numpy()[fitted]
     folds = fixations["sceneID"].str[-3:].astype(int).to_numpy()[fitted] % 5
+    # dual is a banded fit: at its peak (the foveal peak) N_PARAFOVEAL channels weigh the parafoveal block most,
+    # at every other time all channels weigh the foveal block most
+    block_weight = np.stack([np.full((n_ch, n_t), 0.7), np.full((n_ch, n_t), 0.3)], -1)
+    block_weight[:N_PARAFOVEAL, int(np.argmin(np.abs(TIMES_S - FOVEAL_PEAK_S)))] = [0.2, 0.8]
+    # parafoveal is gradient-trained: training curves per outer fold
+    curves = {fold: (np.linspace(1.0, 0.5, 8 + fold), np.linspace(1.0, 0.8, 8 + fold) + 0.01 * fold, 3 + fold)
+              for fold in range(5)}
     fits = []
     for model, values in r.items():
         fits.append(root / f"{model}.h5")
         write_fit(fits[-1], model, predictions_with_r(data[fitted], values, folds, rng), ids, folds,
-                  streams=["foveal", "parafoveal"] if model == "dual" else [model], random_init=model == "parafoveal")
-    figures = {key: root / f"figure_{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
+                  streams=["foveal", "parafoveal"] if model == "dual" else [model], random_init=model == "parafoveal",
+                  block_weight=block_weight if model == "dual" else None,
+                  curves=curves if model == "parafoveal" else None)
+    figures = {key: root / f"figure_{key}.png" for key in FIGURES}
     evaluate_meg_subject(epochs, fits, root / "metrics.json", root / "scores.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)
     return dict(root=root, epochs=epochs, fits=fits, figures=figures, fixations=fixations, r=r, data=data,
-                ids=ids, folds=folds,
+                ids=ids, folds=folds, block_weight=block_weight, curves=curves,
                 truth_nc=np.sqrt(signal_var / (signal_var + 1)), n_pairs=n_scenes * n_spots * n_trials // 2,
                 metrics=json.loads((root / "metrics.json").read_text()))
 
@@ -280,8 +304,50 @@ def test_figures_are_nontrivial_pngs(synthetic):
         assert image[..., :3].std() > 0.05, path  # not a blank canvas
 
 
+def test_block_weights_at_peak_by_hand(synthetic):
+    """The dual fit's block weights at its peak: N_PARAFOVEAL of 204 channels prefer the parafoveal block there."""
+    summary = synthetic["metrics"]["models"]["dual"]["block_weights_at_peak"]
+    assert summary["preferred"] == pytest.approx({BLOCKS[0]: 1 - N_PARAFOVEAL / 204, BLOCKS[1]: N_PARAFOVEAL / 204})
+    assert "block_weights_at_peak" not in synthetic["metrics"]["models"]["foveal"]
+    with h5py.File(synthetic["root"] / "scores.h5") as h5:
+        np.testing.assert_array_equal(h5["preferred_block/dual"][:], synthetic["block_weight"].argmax(-1))
+
+
+def test_block_weight_maps_by_hand():
+    """Two gradiometer pairs x 3 times x 2 blocks: the maps at the peak of the mean r, each pair's mean."""
+    r = np.array([[0.1, 0.3, 0.2], [0.0, 0.2, 0.4], [0.1, 0.1, 0.0], [0.2, 0.2, 0.0]])  # mean over sensors peaks at t 1
+    weight = np.zeros((4, 3, 2))
+    weight[..., 0] = 1.0  # block 0 everywhere but at t 1:
+    weight[:, 1] = [[0.9, 0.1], [0.3, 0.7], [0.4, 0.6], [0.2, 0.8]]
+    fit = MegFit(path=None, model="banded", scheme="scene_cv", streams=["foveal"], subject="sub-01",
+                 random_init_features=False, n_fixations=10, r=r, r_halves=np.stack([r, r]), block_weight=weight,
+                 block_names=BLOCKS)
+    peak, pair_weight, preferred = block_weight_maps(fit, np.array([[0, 1], [2, 3]]))
+    assert peak == 1
+    np.testing.assert_allclose(pair_weight, [[0.6, 0.4], [0.3, 0.7]])
+    np.testing.assert_allclose(preferred, [0.25, 0.75])
+
+
+def test_training_curves_are_read_with_the_fit(synthetic):
+    data, fixation_ids, times_s, _ = read_epochs(synthetic["epochs"])
+    fit = read_fit(synthetic["fits"][2], data, fixation_ids, neuromag_grads()[0], np.asarray(times_s, np.float64))
+    assert fit.model == "parafoveal" and list(fit.training_curves) == list(range(5))
+    for fold, (train, validation, best) in synthetic["curves"].items():
+        np.testing.assert_allclose(fit.training_curves[fold].train_loss, train, rtol=1e-6)
+        np.testing.assert_allclose(fit.training_curves[fold].validation_loss, validation, rtol=1e-6)
+        assert fit.training_curves[fold].best_epoch == best
+    assert read_fit(synthetic["fits"][0], data, fixation_ids, neuromag_grads()[0],
+                    np.asarray(times_s, np.float64)).training_curves == {}
+
+
+def test_new_figures_carry_the_random_init_note(synthetic):
+    for key in ("preferred_block", "training"):
+        assert Image.open(synthetic["figures"][key]).text["Title"] == \
+            "sub-01 (scene_cv) (features from a RANDOM-INIT network)"
+
+
 def test_without_enough_pairs_ceiling_is_null(synthetic, tmp_path):
-    figures = {key: tmp_path / f"{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
+    figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
     evaluate_meg_subject(synthetic["epochs"], synthetic["fits"][:1], tmp_path / "m.json", tmp_path / "s.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=10_000)
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -291,6 +357,8 @@ def test_without_enough_pairs_ceiling_is_null(synthetic, tmp_path):
     with h5py.File(tmp_path / "s.h5", "r") as h5:
         assert np.isnan(h5["noise_ceiling"][:]).all()
     assert all(path.stat().st_size > 0 for path in figures.values())
+    for key, notice in (("preferred_block", NO_BLOCK_WEIGHTS), ("training", NO_TRAINING_CURVES)):
+        assert Image.open(figures[key]).text["Title"] == f"sub-01 (scene_cv)\n{notice}"
 
 
 def test_selection_by_r_is_cross_fitted_and_only_the_optimistic_value_is_biased(synthetic, tmp_path):
@@ -299,7 +367,7 @@ def test_selection_by_r_is_cross_fitted_and_only_the_optimistic_value_is_biased(
     noise = tmp_path / "noise.h5"
     write_fit(noise, "foveal", rng.standard_normal(synthetic["data"][: len(synthetic["ids"])].shape),
               synthetic["ids"], synthetic["folds"])
-    figures = {key: tmp_path / f"{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
+    figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
     evaluate_meg_subject(synthetic["epochs"], [noise], tmp_path / "m.json", tmp_path / "s.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)
     foveal = json.loads((tmp_path / "m.json").read_text())["models"]["foveal"]
@@ -315,7 +383,7 @@ def test_mismatching_fits_name_the_file(synthetic, tmp_path):
     swapped = [names[1], names[0]] + names[2:]
     zeros = np.zeros((2, 204, len(TIMES_S)))
     ids, folds = synthetic["ids"][:2], np.array([0, 1])
-    figures = {key: tmp_path / f"{key}.png" for key in ("r_time", "topomap", "dual_vs_foveal")}
+    figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
     bad = tmp_path / "swapped.h5"
     write_fit(bad, "foveal", zeros, ids, folds, ch_names=swapped)
     short = tmp_path / "short.h5"
@@ -335,6 +403,19 @@ def test_mismatching_fits_name_the_file(synthetic, tmp_path):
             evaluate_meg_subject(synthetic["epochs"], [path], tmp_path / "m.json", tmp_path / "s.h5", figures,
                                  max_distance_px=MAX_DISTANCE_PX, min_pairs=2)
     assert not (tmp_path / "m.json").exists()
+
+
+def test_cli_passes_every_figure_path(synthetic, tmp_path):
+    flags = {key: tmp_path / f"{key}.png" for key in FIGURES}
+    args = ["evaluate-meg", "--epochs", str(synthetic["epochs"]), "--fits", *map(str, synthetic["fits"][:2]),
+            "--metrics-out", str(tmp_path / "m.json"), "--scores-out", str(tmp_path / "s.h5"),
+            "--max-distance-px", str(MAX_DISTANCE_PX), "--min-pairs", "20"]
+    for key, path in flags.items():
+        args += [f"--figure-{key.replace('_', '-')}", str(path)]
+    assert main(args) == 0
+    # foveal and dual (banded): block weights but no training curves
+    assert Image.open(flags["preferred_block"]).text["Title"] == "sub-01 (scene_cv)"
+    assert Image.open(flags["training"]).text["Title"] == f"sub-01 (scene_cv)\n{NO_TRAINING_CURVES}"
 
 
 def test_meg_summary(tmp_path):

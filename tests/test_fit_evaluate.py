@@ -6,11 +6,14 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tbdencoder.cli import main
 from tbdencoder.data.prepare_fmri import prepare_fmri
 from tbdencoder.evaluate.evaluate_fmri import evaluate_subject, merge_metrics
 from tbdencoder.evaluate.evaluate_fmri import score_fit
+from tbdencoder.evaluate.metrics import roi_masks
+from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
 
@@ -72,9 +75,10 @@ def test_fit_file_contents(fitted, tiny_fmri_dataset):
 def test_oracle_features_reach_the_noise_ceiling(fitted, tiny_fmri_dataset):
     """The noiseless signal predicts held-out data up to the noise: score near 100, unrelated features near 0."""
     tmp_path, responses, fits = fitted
-    out = {k: tmp_path / f"out/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub")}
+    out = {k: tmp_path / f"out/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
     evaluate_subject(responses, fits, out["m.json"], out["t.tsv"], out["s.h5"], out["f.png"], out["sub"],
-                     "oracle", ["prf-visualrois", "streams"])
+                     "oracle", ["prf-visualrois", "streams"], figure_preferred_block_out=out["p.png"],
+                     figure_training_out=out["c.png"])
     metrics = json.loads(out["m.json"].read_text())
     truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
     with h5py.File(out["s.h5"]) as h5:
@@ -94,13 +98,57 @@ def test_oracle_features_reach_the_noise_ceiling(fitted, tiny_fmri_dataset):
     merge_metrics([out["m.json"]], tmp_path / "metrics.json")
     merged = json.loads((tmp_path / "metrics.json").read_text())
     assert merged["summary"]["oracle"]["challenge_score"] == metrics["models"]["oracle"]["all"]["challenge_score"]
+    # ridge families have neither block weights nor training curves: the figures say so
+    assert Image.open(out["p.png"]).text["Title"] == \
+        f"subj01: preferred feature block per ROI (banded ridge)\n{NO_BLOCK_WEIGHTS}"
+    assert Image.open(out["c.png"]).text["Title"] == f"subj01: training curves\n{NO_TRAINING_CURVES}"
 
 
 def test_unknown_submission_model_is_an_error(fitted):
     tmp_path, responses, fits = fitted
     with pytest.raises(ValueError, match="submission model 'nope'"):
         evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5",
-                         tmp_path / "f.png", tmp_path / "sub", "nope", ["streams"])
+                         tmp_path / "f.png", tmp_path / "sub", "nope", ["streams"],
+                         figure_preferred_block_out=tmp_path / "p.png", figure_training_out=tmp_path / "c.png")
+
+
+def test_training_curves_of_a_fits_file_reach_the_figure(fitted, tmp_path, captured):
+    """A fits file with a `folds` group (as a gradient-trained family writes it): its curves, epochs 1-based."""
+    _, responses, fits = fitted
+    mlp = tmp_path / "lh_mlp.h5"
+    mlp.write_bytes(fits[0].read_bytes())
+    train, validation = np.array([1.0, 0.6, 0.4, 0.3], np.float32), np.array([1.0, 0.8, 0.7, 0.75], np.float32)
+    with h5py.File(mlp, "r+") as h5:
+        h5.attrs["model"] = "mlp"
+        h5["folds/0/train_loss"] = train
+        h5["folds/0/validation_loss"] = validation
+        h5["folds/0/best_epoch"] = np.int64(2)
+    out = tmp_path / "training.png"
+    evaluate_subject(responses, [fits[0], mlp], tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5",
+                     tmp_path / "f.png", tmp_path / "sub", "oracle", ["streams"],
+                     figure_preferred_block_out=tmp_path / "p.png", figure_training_out=out)
+    title, axes = captured[out]
+    assert title == "subj01: training curves"
+    assert [panel for panel, _ in axes] == ["mlp lh\nbest epoch 3"]
+    lines = axes[0][1].lines
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3, 4])
+    np.testing.assert_array_equal(lines[0].get_ydata(), train)
+    np.testing.assert_array_equal(lines[1].get_ydata(), validation)
+    assert (lines[2].get_xdata()[0], lines[2].get_ydata()[0]) == (3, pytest.approx(0.7))
+
+
+def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):
+    _, responses, fits = fitted
+    out = {k: tmp_path / k for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
+    args = ["evaluate", "--responses", str(responses), "--fits", *map(str, fits), "--metrics-out", str(out["m.json"]),
+            "--table-out", str(out["t.tsv"]), "--scores-out", str(out["s.h5"]), "--figure-out", str(out["f.png"]),
+            "--submission-dir", str(out["sub"]), "--submission-model", "oracle", "--figure-roi-classes", "streams",
+            "--figure-preferred-block", str(out["p.png"]), "--figure-training", str(out["c.png"])]
+    assert main(args) == 0
+    assert Image.open(out["p.png"]).text["Title"].endswith(NO_BLOCK_WEIGHTS)
+    assert Image.open(out["c.png"]).text["Title"].endswith(NO_TRAINING_CURVES)
+    with pytest.raises(SystemExit):  # the new flags are required
+        main(args[:-2])
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
@@ -171,7 +219,7 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
     assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), r.mean()
 
 
-def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, tmp_path):
+def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, tmp_path, captured):
     """Banded ridge through the fMRI step: the oracle block (the simulator's signal) outweighs a noise block for
     most vertices with signal (40 training images: a noisy choice; tests/test_banded_ridge_solver.py checks the
     90 % recovery on adequate data); the stored weights and alphas reload the model."""
@@ -194,14 +242,28 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     again = load_fitted(out, device="cpu").predict(features, test_ids)
     np.testing.assert_allclose(again, stored, rtol=1e-3, atol=1e-3 * np.abs(stored).max())
     # evaluation reports each vertex's preferred block
-    paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub")}
+    paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
     evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
-                     "banded", ["streams"])
+                     "banded", ["streams"], figure_preferred_block_out=paths["p.png"], figure_training_out=paths["c.png"])
     summary = json.loads(paths["m.json"].read_text())["models"]["banded"]["lh"]["block_weights"]
     assert summary["preferred"]["block01/cls"] == pytest.approx((weight.argmax(1) == 0).mean())
     with h5py.File(paths["s.h5"]) as h5:
         np.testing.assert_array_equal(h5["banded/lh/preferred_block"][:], weight.argmax(1))
         assert list(h5["banded/lh/preferred_block"].attrs["blocks"]) == ["block01/cls", "block01/grid"]
+    # the preferred-block figure: per ROI of `streams`, the share of its vertices preferring each block
+    title, axes = captured[paths["p.png"]]
+    assert title == "subj01: preferred feature block per ROI (banded ridge)"
+    panel, ax = axes[0]
+    assert panel.startswith("banded lh:")
+    with h5py.File(responses) as h5:
+        labels = h5["lh/roi/streams"][:]
+        names = {int(k): v for k, v in json.loads(h5["lh/roi/streams"].attrs["names"]).items()}
+    masks = [np.ones(len(weight), bool)] + [mask for _, mask in roi_masks(labels, names)]
+    expected = np.array([[(weight[mask].argmax(1) == b).mean() for mask in masks] for b in (0, 1)])
+    heights = np.array([p.get_height() for p in ax.patches]).reshape(2, len(masks))
+    np.testing.assert_allclose(heights, expected)
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "all vertices (120)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["block01/cls", "block01/grid"]
 
 
 def test_mlp_fit_stores_its_curves_and_network_and_reloads_without_training(tiny_fmri_dataset, tmp_path,

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,8 @@ TINY_CONFIG = {
                       "tokens": ["cls", "grid"], "roi_class": "streams"},
         "banded_grid": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
                         "tokens": ["cls", "grid"], "n_gammas": 4},
+        "mlp_cls": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                    "max_epochs": 40, "patience": 5},
     },
     "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
     "meg": {"subjects": [1, 2, 3], "heldout_subjects": [60],
@@ -42,7 +46,10 @@ TINY_CONFIG = {
                        "dual": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
                                 "streams": ["foveal", "parafoveal"]},
                        "dual_banded": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
-                                       "tokens": ["cls"], "streams": ["foveal", "parafoveal"], "n_gammas": 4}},
+                                       "tokens": ["cls"], "streams": ["foveal", "parafoveal"], "n_gammas": 4},
+                       "dual_mlp": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                                    "streams": ["foveal", "parafoveal"], "hidden_units": 64, "max_epochs": 40,
+                                    "patience": 5}},
             "fit": {"alphas": [10.0, 100.0, 1000.0, 10000.0, 100000.0], "outer_folds": 4, "inner_folds": 3,
                     "seed": 0}},
 }
@@ -78,7 +85,7 @@ def _ground_truth(workdir, subject, hemi):
 def test_outputs_exist_with_documented_shapes(workflow_run):
     metrics = json.loads((workflow_run / "results/metrics.json").read_text())
     assert set(metrics["subjects"]) == {"subj01", "subj02"}
-    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge", "banded_grid"}
+    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls"}
     # banded ridge, added by params alone: each vertex's preferred block (layer x token) in the metrics
     preferred = metrics["subjects"]["subj01"]["banded_grid"]["lh"]["block_weights"]["preferred"]
     assert set(preferred) == {"block03/cls", "block03/grid", "block06/cls", "block06/grid"}
@@ -94,7 +101,11 @@ def test_outputs_exist_with_documented_shapes(workflow_run):
     for subject, n_vertices in (("subj01", 400), ("subj02", 300)):
         prediction = np.load(workflow_run / f"results/submission/{subject}/lh_pred_test.npy")
         assert prediction.dtype == np.float32 and prediction.shape == (50, n_vertices)
-        assert (workflow_run / f"results/figures/{subject}_roi_scores.png").stat().st_size > 10_000
+        for figure in ("roi_scores", "preferred_block", "training"):
+            assert (workflow_run / f"results/figures/{subject}_{figure}.png").stat().st_size > 10_000
+        # banded_grid has block weights and mlp_cls training curves: neither figure is a notice
+        for figure, notice in (("preferred_block", NO_BLOCK_WEIGHTS), ("training", NO_TRAINING_CURVES)):
+            assert notice not in Image.open(workflow_run / f"results/figures/{subject}_{figure}.png").text["Title"]
 
 
 def test_score_clears_threshold_derived_from_simulator(workflow_run):
@@ -161,6 +172,8 @@ def assert_report_figure(report: dict, workdir: Path, figure: str, caption: str,
 
 def test_report_holds_the_figures(workflow_run, workflow_report):
     for subject in ("subj01", "subj02"):
-        assert_report_figure(workflow_report, workflow_run, f"results/figures/{subject}_roi_scores.png",
-                             "roi_scores.rst", subject)
+        for figure, caption in (("roi_scores", "roi_scores.rst"), ("preferred_block", "roi_preferred_block.rst"),
+                                ("training", "training.rst")):
+            assert_report_figure(workflow_report, workflow_run, f"results/figures/{subject}_{figure}.png", caption,
+                                 subject)
         assert json.loads((workflow_run / f"results/metrics/{subject}.json").read_text())["random_init_features"] is True

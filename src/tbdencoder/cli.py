@@ -80,7 +80,8 @@ def _fit_meg_heldout(a: argparse.Namespace) -> None:
 def _evaluate_meg(a: argparse.Namespace) -> None:
     from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject
 
-    figures = {"r_time": a.figure_r_time, "topomap": a.figure_topomap, "dual_vs_foveal": a.figure_dual_vs_foveal}
+    figures = {"r_time": a.figure_r_time, "topomap": a.figure_topomap, "dual_vs_foveal": a.figure_dual_vs_foveal,
+               "preferred_block": a.figure_preferred_block, "training": a.figure_training}
     evaluate_meg_subject(a.epochs, a.fits, a.metrics_out, a.scores_out, figures, max_distance_px=a.max_distance_px,
                          min_pairs=a.min_pairs, n_best_sensors=a.n_best_sensors, compare=tuple(a.compare))
 
@@ -119,7 +120,8 @@ def _evaluate(a: argparse.Namespace) -> None:
     from tbdencoder.evaluate.evaluate_fmri import evaluate_subject
 
     evaluate_subject(a.responses, a.fits, a.metrics_out, a.table_out, a.scores_out, a.figure_out, a.submission_dir,
-                     a.submission_model, a.figure_roi_classes)
+                     a.submission_model, a.figure_roi_classes, figure_preferred_block_out=a.figure_preferred_block,
+                     figure_training_out=a.figure_training)
 
 
 def _merge_metrics(a: argparse.Namespace) -> None:
@@ -287,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-r-time", type=Path, required=True)
     p.add_argument("--figure-topomap", type=Path, required=True)
     p.add_argument("--figure-dual-vs-foveal", type=Path, required=True)
+    p.add_argument("--figure-preferred-block", type=Path, required=True,
+                   help="each block's weight at the peak (models with block weights)")
+    p.add_argument("--figure-training", type=Path, required=True,
+                   help="training curves per outer fold (gradient-trained models)")
     p.add_argument("--max-distance-px", type=float, required=True, help="gaze distance of a repeat pair")
     p.add_argument("--min-pairs", type=int, required=True)
     p.add_argument("--n-best-sensors", type=int, default=10)
@@ -303,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submission-dir", type=Path, required=True)
     p.add_argument("--submission-model", required=True)
     p.add_argument("--figure-roi-classes", nargs="+", required=True)
+    p.add_argument("--figure-preferred-block", type=Path, required=True,
+                   help="preferred block per ROI (models with block weights)")
+    p.add_argument("--figure-training", type=Path, required=True, help="training curves (gradient-trained models)")
     p.set_defaults(func=_evaluate)
 
     p = steps.add_parser("merge-metrics", help="merge per-subject metrics into results/metrics.json")

@@ -14,7 +14,7 @@ MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
 MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]
 MEG_MODELS = MEG.get("models", {})
 SIMULATE_MEG = config.get("simulate", {}).get("meg", {"enabled": False})
-MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal"]
+MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal", "preferred_block", "training"]
 
 
 wildcard_constraints:

@@ -1,7 +1,7 @@
 if FMRI:
 
     rule evaluate:
-        """Per-vertex r and challenge score, per-ROI medians, bar chart and submission files for one subject."""
+        """Per-vertex r and challenge score, per-ROI medians, figures and submission files for one subject."""
         input:
             responses="results/fmri/{subject}/responses.h5",
             fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=MODELS),
@@ -16,6 +16,20 @@ if FMRI:
                 subcategory="{subject}",
                 labels={"subject": "{subject}", "figure": "per-ROI scores"},
             ),
+            preferred_block=report(
+                "results/figures/{subject}_preferred_block.png",
+                caption="../report/roi_preferred_block.rst",
+                category="fMRI",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": "preferred block"},
+            ),
+            training=report(
+                "results/figures/{subject}_training.png",
+                caption="../report/training.rst",
+                category="fMRI",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": "training"},
+            ),
             submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
         params:
             submission_dir="results/submission/{subject}",
@@ -29,7 +43,8 @@ if FMRI:
             "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
             " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
             " --submission-dir {params.submission_dir} --submission-model {params.submission_model}"
-            " --figure-roi-classes {params.roi_classes} > {log} 2>&1"
+            " --figure-roi-classes {params.roi_classes} --figure-preferred-block {output.preferred_block}"
+            " --figure-training {output.training} > {log} 2>&1"
 
 
 

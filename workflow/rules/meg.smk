@@ -141,6 +141,7 @@ rule evaluate_meg:
     shell:
         "tbdencoder evaluate-meg --epochs {input.epochs} --fits {input.fits} --metrics-out {output.metrics}"
         " --scores-out {output.scores} --figure-r-time {output.figures[0]} --figure-topomap {output.figures[1]}"
-        " --figure-dual-vs-foveal {output.figures[2]} --max-distance-px {params.max_distance_px}"
+        " --figure-dual-vs-foveal {output.figures[2]} --figure-preferred-block {output.figures[3]}"
+        " --figure-training {output.figures[4]} --max-distance-px {params.max_distance_px}"
         " --min-pairs {params.min_pairs} --n-best-sensors {params.evaluation[n_best_sensors]}"
         " --compare {params.compare} > {log} 2>&1"

@@ -7,6 +7,9 @@ block_weights: {preferred: {block: fraction of vertices whose largest weight it 
 tsv: one row per subject x model x hemisphere x ROI (roi_class/roi 'all' for every vertex).
 scores h5: per-vertex `<model>/<hemi>/r` and `<model>/<hemi>/score` (NaN without a noise ceiling), and
 `<model>/<hemi>/preferred_block` (index into its attr `blocks`) for models with block weights.
+figures: per-ROI scores (plots.plot_roi_bars); per model x hemisphere with block weights, the fraction of each
+ROI's vertices preferring each block (plots.plot_preferred_block_rois); per model x hemisphere of a
+gradient-trained family, its training curves (plots.plot_training_curves). A figure with nothing to show says so.
 """
 
 from __future__ import annotations
@@ -19,8 +22,21 @@ import numpy as np
 import pandas as pd
 
 from tbdencoder.data.responses import Responses, read_noise_ceiling, read_rois, read_targets
-from tbdencoder.evaluate.metrics import block_preference, challenge_score, pearson_r, roi_medians
-from tbdencoder.evaluate.plots import plot_roi_bars
+from tbdencoder.evaluate.metrics import (
+    block_preference,
+    challenge_score,
+    pearson_r,
+    preferred_block_fractions,
+    roi_block_fractions,
+    roi_medians,
+)
+from tbdencoder.evaluate.plots import (
+    fmri_title,
+    plot_preferred_block_rois,
+    plot_roi_bars,
+    plot_training_curves,
+)
+from tbdencoder.evaluate.training import TrainingCurve, read_training_curves
 from tbdencoder.io import atomic_path, atomic_save_npy, atomic_write_text, get_logger
 
 log = get_logger("evaluate")
@@ -59,12 +75,20 @@ def evaluate_subject(
     submission_dir: str | Path,
     submission_model: str,
     figure_roi_classes: list[str],
+    *,
+    figure_preferred_block_out: str | Path,
+    figure_training_out: str | Path,
 ) -> None:
+    """Score every fits file of one subject (one per model x hemisphere) and write the metrics json, the table,
+    the per-vertex scores, the figures (per-ROI scores, preferred block per ROI, training curves) and the
+    submission files of `submission_model`."""
     responses = Responses.read(responses_path)
     metrics = {"subject": responses.subject, "eval_split": responses.eval_split, "models": {}}
     rows, random_init = [], False
     per_vertex: dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
     block_weights: dict[tuple[str, str], tuple[np.ndarray, list[str]]] = {}
+    preferred_by_roi: dict[str, tuple[list[str], list[tuple[str, str, int, np.ndarray]]]] = {}
+    training_curves: dict[tuple[str, str], dict[int, TrainingCurve]] = {}
     for fit_path in fit_paths:
         model, hemi, r, score = score_fit(responses_path, fit_path)
         with h5py.File(fit_path, "r") as h5:
@@ -72,16 +96,24 @@ def evaluate_subject(
             if "block_weight" in h5:
                 block_weights[model, hemi] = (h5["block_weight"][:], list(h5["feature_blocks"].asstr()[:]))
         per_vertex.setdefault(model, {})[hemi] = (r, score)
+        curves = read_training_curves(fit_path)
+        if curves:
+            training_curves[model, hemi] = curves
     for model, hemis in per_vertex.items():
         entry = metrics["models"][model] = {}
         for hemi, (r, score) in hemis.items():
             noise_ceiling = read_noise_ceiling(responses_path, hemi)
+            rois = read_rois(responses_path, hemi)
             entry[hemi] = _summary(r, score, noise_ceiling)
             if (model, hemi) in block_weights:
-                entry[hemi]["block_weights"] = block_preference(*block_weights[model, hemi])
+                weight, blocks = block_weights[model, hemi]
+                entry[hemi]["block_weights"] = block_preference(weight, blocks)
+                preferred_by_roi[f"{model} {hemi}"] = (blocks, [
+                    ("all", "all vertices", len(weight), preferred_block_fractions(weight)),
+                    *roi_block_fractions(weight, rois, figure_roi_classes)])
             rows.append(dict(model=model, hemisphere=hemi, roi_class="all", roi="all", **_row(r, score)))
             entry[hemi]["roi"] = {}
-            for roi_class, (labels, names) in read_rois(responses_path, hemi).items():
+            for roi_class, (labels, names) in rois.items():
                 r_medians = roi_medians(r, labels, names)
                 s_medians = roi_medians(score, labels, names) if score is not None else {}
                 entry[hemi]["roi"][roi_class] = {
@@ -114,6 +146,12 @@ def evaluate_subject(
     with atomic_path(table_out) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.5f")
     plot_roi_bars(metrics, figure_roi_classes, figure_out)
+    plot_preferred_block_rois(
+        preferred_by_roi, fmri_title(responses.subject, "preferred feature block per ROI (banded ridge)", random_init),
+        figure_preferred_block_out)
+    plot_training_curves({f"{model} {hemi}": training_curves[model, hemi] for model, hemis in per_vertex.items()
+                          for hemi in hemis if (model, hemi) in training_curves},
+                         fmri_title(responses.subject, "training curves", random_init), figure_training_out)
     write_submission(fit_paths, submission_model, submission_dir)
     atomic_write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False))
 

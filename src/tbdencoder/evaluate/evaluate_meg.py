@@ -16,12 +16,14 @@ fraction_cells_improved}}. Undefined values (no noise ceiling) are null.
 scores h5: `r/<model>` (ch, t), `noise_ceiling` (ch, t; NaN without enough repeats), `times` (t,) s,
 `ch_names` (ch,), `repeat_pairs` (n_pairs, 2) fixation ids, `preferred_block/<model>` (ch, t) index into its
 attr `blocks` (models with block weights); attrs subject, n_pairs, max_distance_px, min_pairs.
+figures (FIGURES): r over time, topomaps at the peak, dual - foveal, each block's weight at the peak of the models
+with block weights, training curves of the gradient-trained models; a figure with nothing to show says so.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -33,14 +35,25 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tbdencoder.data.meg import channel_info, read_epochs  # noqa: E402
-from tbdencoder.evaluate.metrics import block_preference, pearson_r_within_folds  # noqa: E402
+from tbdencoder.evaluate.metrics import (  # noqa: E402
+    block_preference,
+    pearson_r_within_folds,
+    preferred_block_fractions,
+)
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs  # noqa: E402
-from tbdencoder.evaluate.plots import save_figure  # noqa: E402
+from tbdencoder.evaluate.plots import (  # noqa: E402
+    NO_BLOCK_WEIGHTS,
+    plot_notice,
+    plot_training_curves,
+    save_figure,
+    suptitle,
+)
+from tbdencoder.evaluate.training import TrainingCurve, read_training_curves  # noqa: E402
 from tbdencoder.io import atomic_path, atomic_write_text, get_logger, write_strings  # noqa: E402
 
 log = get_logger("evaluate_meg")
 
-FIGURES = ("r_time", "topomap", "dual_vs_foveal")
+FIGURES = ("r_time", "topomap", "dual_vs_foveal", "preferred_block", "training")
 PLANAR_COIL_TYPES = {3011, 3012, 3013, 3014, 3015}  # FIFFV_COIL_VV_PLANAR_*
 RANDOM_INIT_NOTE = "(features from a RANDOM-INIT network)"
 
@@ -60,6 +73,7 @@ class MegFit:
     r_halves: np.ndarray  # (2, ch, t) within-fold r over alternate outer folds (1st, 3rd, ... / 2nd, 4th, ...)
     block_weight: np.ndarray | None = None  # (ch, t, blocks) for families with block weights (banded ridge)
     block_names: list[str] | None = None
+    training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # per outer fold (gradient-trained)
 
 
 def _strings(value) -> list[str]:
@@ -118,7 +132,7 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
                   r=pearson_r_within_folds(prediction, target, folds),
                   r_halves=np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h])
                                      for h in (0, 1)]),
-                  block_weight=block_weight, block_names=block_names)
+                  block_weight=block_weight, block_names=block_names, training_curves=read_training_curves(path))
 
 
 def cross_fit(choose_by: np.ndarray, score_on: np.ndarray, choose, score):
@@ -229,7 +243,7 @@ def evaluate_meg_subject(
     compare: tuple[str, str] | None = ("foveal", "dual"),
 ) -> None:
     """Score every fit of one subject, compute the noise ceiling from repeated fixations, write metrics,
-    scores and the figures `figure_paths` ('r_time', 'topomap', 'dual_vs_foveal')."""
+    scores and the figures `figure_paths` (keys FIGURES)."""
     missing = [k for k in FIGURES if k not in figure_paths]
     if missing:
         raise KeyError(f"figure_paths lacks {missing} (expected keys {list(FIGURES)})")
@@ -303,7 +317,10 @@ def evaluate_meg_subject(
                         figure_paths["dual_vs_foveal"])
     else:
         reason = f"needs models {list(compare)}, fitted {sorted(fits)}" if compare else "none requested"
-        _plot_notice(f"{title}\nno model comparison: {reason}", figure_paths["dual_vs_foveal"])
+        plot_notice(f"{title}\nno model comparison: {reason}", figure_paths["dual_vs_foveal"])
+    plot_preferred_block(fits, times_s, topo_info, grad_pairs, title, figure_paths["preferred_block"])
+    plot_training_curves({model: fit.training_curves for model, fit in fits.items() if fit.training_curves}, title,
+                         figure_paths["training"])
     atomic_write_text(metrics_out, json.dumps(_finite(metrics), indent=2, allow_nan=False))
 
 
@@ -370,13 +387,6 @@ def _title(subject: str, fits: dict[str, MegFit], random_init: bool) -> str:
     return f"{title} {RANDOM_INIT_NOTE}" if random_init else title
 
 
-def _plot_notice(text: str, out_path: str | Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    ax.set_axis_off()
-    save_figure(fig, out_path, text)
-
-
 def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_best: int, title: str,
                 out_path: str | Path) -> None:
     """Left: r over time, mean over sensors (noise ceiling shaded), each model's peak marked.
@@ -408,14 +418,16 @@ def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_
         ax.set_xlabel("time from fixation onset (ms)")
     ax_mean.set_ylabel("Pearson r")
     ax_mean.legend(fontsize="small")
-    fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
+    suptitle(fig, title)
     fig.tight_layout()
     save_figure(fig, out_path, title)
 
 
-def _topomap(ax, values_per_pair: np.ndarray, topo_info: mne.Info, vlim: float):
-    im, _ = mne.viz.plot_topomap(values_per_pair, topo_info, axes=ax, show=False, cmap="RdBu_r",
-                                 vlim=(-vlim, vlim), contours=0)
+def _topomap(ax, values_per_pair: np.ndarray, topo_info: mne.Info, vlim: float | tuple[float, float],
+             cmap: str = "RdBu_r"):
+    """A topomap of one value per gradiometer pair; a single `vlim` means the symmetric range (-vlim, vlim)."""
+    im, _ = mne.viz.plot_topomap(values_per_pair, topo_info, axes=ax, show=False, cmap=cmap,
+                                 vlim=vlim if isinstance(vlim, tuple) else (-vlim, vlim), contours=0)
     return im
 
 
@@ -436,7 +448,7 @@ def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.I
         ax.set_title(f"{model}\n{latency_ms:.0f} ms, mean r {values.mean():.3f}", fontsize="small")
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8,
                  label="Pearson r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
-    fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
+    suptitle(fig, title)
     save_figure(fig, out_path, title)
 
 
@@ -463,5 +475,44 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     ax_map.set_title(f"delta r at {times_ms[peak]:.0f} ms", fontsize="small")
     fig.colorbar(im, ax=ax_map, shrink=0.8,
                  label="delta r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
-    fig.suptitle(title, color="firebrick" if RANDOM_INIT_NOTE in title else "black")
+    suptitle(fig, title)
+    save_figure(fig, out_path, title)
+
+
+def block_weight_maps(fit: MegFit, grad_pairs: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(peak time index, block weights there per gradiometer pair (pairs, blocks) (mean of the pair),
+    fraction of sensors whose largest weight each block has there (blocks,)) of a fit with block weights; the
+    peak is that of the mean r over sensors over all folds, as in its `block_weights_at_peak` metric."""
+    peak = peak_index(fit.r)
+    weight = fit.block_weight[:, peak]  # (ch, blocks)
+    return peak, _pair_mean(weight, grad_pairs), preferred_block_fractions(weight)
+
+
+def plot_preferred_block(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
+                         title: str, out_path: str | Path) -> None:
+    """One row per model with block weights (banded ridge): at the model's peak latency (the time of its
+    `block_weights_at_peak` metric) one topomap per block of that block's weight (mean of each gradiometer pair),
+    shared scale from 0; each panel names the fraction of sensors whose largest weight the block has there.
+    A notice when no model has block weights."""
+    banded = {model: fit for model, fit in fits.items() if fit.block_weight is not None}
+    if not banded:
+        plot_notice(f"{title}\n{NO_BLOCK_WEIGHTS}", out_path)
+        return
+    maps = {model: block_weight_maps(fit, grad_pairs) for model, fit in banded.items()}
+    vmax = max(float(pair_weight.max()) for _, pair_weight, _ in maps.values()) or 1.0
+    n_cols = max(len(fit.block_names) for fit in banded.values())
+    fig, axes = plt.subplots(len(banded), n_cols, figsize=(2.9 * n_cols + 1.6, 3.1 * len(banded) + 0.6),
+                             squeeze=False)
+    for row, (model, (peak, pair_weight, preferred)) in zip(axes, maps.items()):
+        names = banded[model].block_names
+        for ax, name, values, share in zip(row, names, pair_weight.T, preferred):
+            im = _topomap(ax, values, topo_info, (0.0, vmax), cmap="viridis")
+            ax.set_title(f"{name}\npreferred by {100 * share:.0f}% of sensors", fontsize="small")
+        row[0].text(-0.12, 0.5, f"{model}\n{1e3 * times_s[peak]:.0f} ms", transform=row[0].transAxes,
+                    rotation=90, ha="right", va="center", fontsize="medium")
+        for ax in row[len(names):]:
+            ax.set_axis_off()
+    fig.colorbar(im, ax=list(axes.ravel()), shrink=0.8,
+                 label="block weight (gradiometer pair mean)\nat the model's peak latency (all folds)")
+    suptitle(fig, title)
     save_figure(fig, out_path, title)

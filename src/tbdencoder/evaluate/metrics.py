@@ -62,19 +62,39 @@ def challenge_score(r: np.ndarray, noise_ceiling: np.ndarray) -> np.ndarray:
 
 def roi_medians(values: np.ndarray, labels: np.ndarray, names: dict[int, str]) -> dict[str, tuple[int, float]]:
     """{ROI name: (vertex count, median value)} for every labelled ROI present (label 0 = unlabelled is skipped)."""
-    out = {}
+    return {name: (int(mask.sum()), float(np.nanmedian(values[mask]))) for name, mask in roi_masks(labels, names)}
+
+
+def roi_masks(labels: np.ndarray, names: dict[int, str]):
+    """(ROI name, vertex mask) of every labelled ROI present, in label order (label 0 = unlabelled is skipped)."""
     for label, name in sorted(names.items()):
         mask = labels == label
-        if label == 0 or not mask.any():
-            continue
-        out[name] = (int(mask.sum()), float(np.nanmedian(values[mask])))
-    return out
+        if label != 0 and mask.any():
+            yield name, mask
 
 
 def block_preference(block_weight: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
     """Summary of per-target block weights (t, n_blocks) (banded ridge): for every block the fraction of targets
     whose largest weight it has (`preferred`, the targets' preferred layer / stream) and its mean weight."""
     block_weight = np.asarray(block_weight, dtype=np.float64).reshape(-1, len(names))
-    preferred = np.bincount(block_weight.argmax(1), minlength=len(names)) / len(block_weight)
-    return {"preferred": dict(zip(names, preferred.tolist())),
+    return {"preferred": dict(zip(names, preferred_block_fractions(block_weight).tolist())),
             "mean_weight": dict(zip(names, block_weight.mean(0).tolist()))}
+
+
+def preferred_block_fractions(block_weight: np.ndarray) -> np.ndarray:
+    """(n_blocks,) fraction of the targets (rows of `block_weight` (t, n_blocks)) whose largest weight is each
+    block; a tie goes to the first block. Sums to 1."""
+    block_weight = np.asarray(block_weight)
+    if block_weight.ndim != 2 or not len(block_weight):
+        raise ValueError(f"block_weight has shape {block_weight.shape}; expected (targets >= 1, blocks)")
+    return np.bincount(block_weight.argmax(1), minlength=block_weight.shape[1]) / len(block_weight)
+
+
+def roi_block_fractions(block_weight: np.ndarray, rois: dict[str, tuple[np.ndarray, dict[int, str]]],
+                        roi_classes: list[str]) -> list[tuple[str, str, int, np.ndarray]]:
+    """(roi class, ROI, vertex count, preferred_block_fractions of its vertices) for every ROI present of each of
+    `roi_classes` found in `rois` ({class: (labels per vertex, {label: name})}, as data.responses.read_rois),
+    in class then label order."""
+    return [(roi_class, roi, int(mask.sum()), preferred_block_fractions(block_weight[mask]))
+            for roi_class in roi_classes if roi_class in rois
+            for roi, mask in roi_masks(*rois[roi_class])]

@@ -1,4 +1,5 @@
-"""Figures: per-ROI bar charts of encoding accuracy."""
+"""Figures shared by the fMRI and MEG evaluations: per-ROI bar charts, preferred blocks per ROI, training curves,
+and a notice figure for what a run cannot show."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
+from tbdencoder.evaluate.training import TrainingCurve  # noqa: E402
 from tbdencoder.io import atomic_path  # noqa: E402
+
+FMRI_RANDOM_INIT_NOTE = ", features from a RANDOM-INIT network (no pretrained weights)"
+NO_BLOCK_WEIGHTS = "no model in this run has block weights (family banded_ridge)"
+NO_TRAINING_CURVES = "no model in this run has training curves (gradient-trained families)"
+
+
+def fmri_title(subject: str, what: str, random_init: bool) -> str:
+    """'<subject>: <what>', with the RANDOM-INIT note when the features come from a random-init network."""
+    return f"{subject}: {what}" + (FMRI_RANDOM_INIT_NOTE if random_init else "")
+
+
+def suptitle(fig, title: str) -> None:
+    """The figure's title, in red when it carries a RANDOM-INIT note."""
+    fig.suptitle(title, color="firebrick" if "RANDOM-INIT" in title else "black", wrap=True)
 
 
 def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -> None:
@@ -33,10 +50,9 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
         ax.set_title(f"{metrics['subject']} {hemi} ({metrics['eval_split']} split)")
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0, 0].legend(fontsize="small", ncol=len(models))
-    title = f"{metrics['subject']}: per-ROI scores"
+    title = fmri_title(metrics["subject"], "per-ROI scores", bool(metrics.get("random_init_features")))
     if metrics.get("random_init_features"):
-        title += ", features from a RANDOM-INIT network (no pretrained weights)"
-        fig.suptitle(title, color="firebrick")
+        suptitle(fig, title)
     fig.tight_layout()
     save_figure(fig, out_path, title)
 
@@ -46,3 +62,74 @@ def save_figure(fig, out_path: str | Path, title: str) -> None:
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", metadata={"Title": title})
     plt.close(fig)
+
+
+def plot_notice(text: str, out_path: str | Path) -> None:
+    """A figure that only says `text` (centred): what a run cannot show, written so that the output exists."""
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    save_figure(fig, out_path, text)
+
+
+def plot_preferred_block_rois(panels: dict[str, tuple[list[str], list[tuple[str, str, int, np.ndarray]]]],
+                              title: str, out_path: str | Path) -> None:
+    """One panel per entry of `panels` ({label: (block names, metrics.roi_block_fractions rows)}): per ROI a
+    stacked bar of the fraction of its vertices whose largest block weight is each block, blocks in order.
+    Without panels, a notice (NO_BLOCK_WEIGHTS)."""
+    if not panels:
+        plot_notice(f"{title}\n{NO_BLOCK_WEIGHTS}", out_path)
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.4 * len(panels)), squeeze=False)
+    for ax, (label, (blocks, rows)) in zip(axes[:, 0], panels.items()):
+        x = np.arange(len(rows))
+        fractions = np.array([row[3] for row in rows]).reshape(len(rows), len(blocks))
+        bottom = np.zeros(len(rows))
+        colors = plt.get_cmap("tab10" if len(blocks) <= 10 else "tab20")(np.arange(len(blocks)) % 20)
+        for values, block, color in zip(fractions.T, blocks, colors):
+            ax.bar(x, values, 0.8, bottom=bottom, color=color, label=block)
+            bottom += values
+        ax.set_xticks(x, [f"{roi} ({n})" for _, roi, n, _ in rows], rotation=45, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("fraction of vertices")
+        ax.set_title(f"{label}: preferred block (largest block weight) per ROI (vertex count)", fontsize="medium")
+        ax.legend(title="block", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    suptitle(fig, title)
+    fig.tight_layout()
+    save_figure(fig, out_path, title)
+
+
+def plot_training_curves(panels: dict[str, dict[int, TrainingCurve]], title: str, out_path: str | Path) -> None:
+    """One panel per entry of `panels` ({label: {fold: curve}}): every fold's train (thin, dashed) and validation
+    (thick) loss over epochs (1-based), one colour per fold, a marker at each fold's best epoch.
+    Without panels, a notice (NO_TRAINING_CURVES)."""
+    if not panels:
+        plot_notice(f"{title}\n{NO_TRAINING_CURVES}", out_path)
+        return
+    n_cols = min(3, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(max(4.6 * n_cols, 8.0), 3.6 * n_rows + 0.6), squeeze=False)
+    for ax, (label, curves) in zip(axes.ravel(), panels.items()):
+        for fold, curve in curves.items():
+            color = f"C{fold % 10}"
+            epochs = np.arange(1, len(curve.train_loss) + 1)
+            ax.plot(epochs, curve.train_loss, color=color, linewidth=0.9, linestyle="--")
+            ax.plot(epochs, curve.validation_loss, color=color, linewidth=2)
+            ax.plot(curve.best_epoch + 1, curve.validation_loss[curve.best_epoch], marker="*", markersize=12,
+                    color=color, markeredgecolor="black", linestyle="none")
+        handles = [Line2D([], [], color="0.3", linewidth=0.9, linestyle="--", label="train"),
+                   Line2D([], [], color="0.3", linewidth=2, label="validation"),
+                   Line2D([], [], color="0.3", marker="*", markersize=10, markeredgecolor="black", linestyle="none",
+                          label="best epoch (kept)")]
+        if len(curves) > 1:
+            handles += [Line2D([], [], color=f"C{fold % 10}", linewidth=2, label=f"fold {fold}") for fold in curves]
+        best = ", ".join(str(c.best_epoch + 1) for c in curves.values())
+        ax.set_title(f"{label}\nbest epoch{'s' if len(curves) > 1 else ''} {best}", fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (MSE, standardised targets)")
+        ax.legend(handles=handles, fontsize="x-small", ncol=2 if len(handles) > 5 else 1)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    suptitle(fig, title)
+    fig.tight_layout()
+    save_figure(fig, out_path, title)
