@@ -134,7 +134,7 @@ def train(module: torch.nn.Module, X_train: np.ndarray, Y_train: np.ndarray, X_v
         state["done"] = (state["epoch"] >= settings.max_epochs
                          or state["epoch"] - 1 - state["best_epoch"] >= settings.patience)
         bar.update(1)
-        bar.set_postfix(train=f"{state['train_loss'][-1]:.4f}", validation=f"{validation:.4f}")
+        bar.set_postfix(train=f"{state['train_loss'][-1]:.4f}", validation=f"{validation:.4f}", refresh=False)
         if checkpoint is not None and (state["done"] or time.monotonic() - last_save >= settings.checkpoint_interval_s):
             _save_checkpoint(checkpoint, snapshot())
             last_save = time.monotonic()
