@@ -20,8 +20,10 @@ rule features:
     benchmark:
         "logs/benchmarks/features/{backbone}_{modality}_{subject}.tsv"
     threads: 2
+    resources:
+        device="auto",  # where the network runs: auto (CUDA when the job sees a GPU), cpu or cuda; set by profiles
     shell:
         "tbdencoder --threads {threads} features --stimuli {input} --out {output}"
         " --model {params.spec[model]} {params.weights} --layers {params.layers}"
         " --grid-size {params.spec[grid_size]} --batch-size {params.spec[batch_size]}"
-        " --seed {params.spec[seed]} --num-workers {threads} --cache-dir results/features/cache > {log} 2>&1"
+        " --seed {params.spec[seed]} --num-workers {threads} --device {resources.device} --cache-dir results/features/cache > {log} 2>&1"

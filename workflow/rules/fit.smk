@@ -14,7 +14,10 @@ rule fit:
     benchmark:
         "logs/benchmarks/fit/{subject}_{hemi}_{model}.tsv"
     threads: 2
+    resources:
+        device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
     shell:
         "tbdencoder --threads {threads} fit --features {input.features} --responses {input.responses}"
-        " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec} --out {output}"
+        " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec} --device {resources.device}"
+        " --out {output}"
         " > {log} 2>&1"

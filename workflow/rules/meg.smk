@@ -80,9 +80,11 @@ rule fit_meg:
     benchmark:
         "logs/benchmarks/fit_meg/{subject}_{model}.tsv"
     threads: 2
+    resources:
+        device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
     shell:
         "tbdencoder --threads {threads} fit-meg --epochs {input.epochs} --features {input.features}"
-        " {params.args} --out {output} > {log} 2>&1"
+        " {params.args} --device {resources.device} --out {output} > {log} 2>&1"
 
 
 rule fit_meg_heldout:
@@ -105,10 +107,12 @@ rule fit_meg_heldout:
     benchmark:
         "logs/benchmarks/fit_meg/{subject}_{model}.tsv"
     threads: 2
+    resources:
+        device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
     shell:
         "tbdencoder --threads {threads} fit-meg-heldout --epochs {input.epochs} --features {input.features}"
         " --train-epochs {input.train_epochs} --train-features {input.train_features}"
-        " {params.args} --out {output} > {log} 2>&1"
+        " {params.args} --device {resources.device} --out {output} > {log} 2>&1"
 
 
 rule evaluate_meg:
