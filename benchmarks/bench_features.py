@@ -50,7 +50,7 @@ def ours(stimuli: Path, workdir: Path) -> dict[str, np.ndarray]:
                            cache_dir=run_dir / "cache")
     with h5py.File(out, "r") as h5:
         return {name: h5[name][:] for name in (f"{layer_group(layer)}/{token}" for layer in LAYERS
-                                               for token in ("cls", "grid"))}
+                                               for token in ("global", "grid"))}
 
 
 def naive(stimuli: Path) -> dict[str, np.ndarray]:
@@ -77,7 +77,7 @@ def _cls_and_grid(tokens: torch.Tensor) -> dict[str, np.ndarray]:
     side = int(round((tokens.shape[1] - 1) ** 0.5))
     patches = tokens[:, 1:].reshape(tokens.shape[0], side, side, -1).permute(0, 3, 1, 2)
     grid = F.adaptive_avg_pool2d(patches, GRID_SIZE).permute(0, 2, 3, 1).flatten(1)
-    return {"cls": tokens[:, 0].numpy(), "grid": grid.numpy()}
+    return {"global": tokens[:, 0].numpy(), "grid": grid.numpy()}
 
 
 def flops_per_image() -> float:

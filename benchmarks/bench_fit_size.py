@@ -35,14 +35,14 @@ ALPHAS = list(np.logspace(-1, 6, 8))
 
 
 def write_subject(folder: Path, n_train: int, n_heldout: int, n_sub: int, vertices: dict[str, int], p: int):
-    """responses.h5 and a features file (block01/cls) for one subject; Y = X W + noise, with ROI labels."""
+    """responses.h5 and a features file (block01/global) for one subject; Y = X W + noise, with ROI labels."""
     rng = np.random.default_rng(0)
     ids = [f"nsd-{i:05d}" for i in range(n_train + n_heldout + n_sub)]
     X = rng.standard_normal((len(ids), p), dtype=np.float32)
     features, responses = folder / "features.h5", folder / "responses.h5"
     with h5py.File(features, "w") as h5:
         write_strings(h5, "stimulus_id", ids)
-        h5["layers/block01/cls"] = X
+        h5["layers/block01/global"] = X
     with h5py.File(responses, "w") as h5:
         h5.attrs.update(subject="subj01", eval_split="heldout_train", source="benchmark")
         write_strings(h5, "train_stimulus_id", ids[:n_train])
@@ -72,7 +72,7 @@ def main() -> None:
             for hemi in vertices:
                 out = folder / f"fits/subj01/{hemi}/{model}.h5"
                 start = time.perf_counter()
-                spec = dict(family=family, backbone="bench", layers=[1], tokens=["cls"], alphas=ALPHAS, cv_folds=5,
+                spec = dict(family=family, backbone="bench", layers=[1], tokens=["global"], alphas=ALPHAS, cv_folds=5,
                             seed=0, roi_class="streams")
                 fit_fmri(features, responses, hemi, model, spec, out, device="cpu")
                 fit_seconds[(model, hemi)] = time.perf_counter() - start

@@ -1,3 +1,4 @@
+import logging
 import json
 import re
 import shutil
@@ -57,3 +58,11 @@ def captured(monkeypatch):
 
     monkeypatch.setattr(plots, "save_figure", save)
     return figures
+
+
+@pytest.fixture
+def logs(caplog, monkeypatch):
+    """caplog that also sees the tbdencoder loggers (which do not propagate by default)."""
+    monkeypatch.setattr(logging.getLogger("tbdencoder"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="tbdencoder")
+    return caplog

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 from pathlib import Path
@@ -22,14 +21,6 @@ from tbdencoder.data.avs import (
     subject_label,
 )
 from tbdencoder.data.crops import ScreenGeometry
-
-
-@pytest.fixture
-def logs(caplog, monkeypatch):
-    """caplog that also sees the tbdencoder loggers (which do not propagate by default)."""
-    monkeypatch.setattr(logging.getLogger("tbdencoder"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="tbdencoder")
-    return caplog
 
 
 def event(fix: int | None, *, subject: int = 1, session: int = 1, trial: int = 1, scene: str = "s1",

@@ -110,14 +110,46 @@ def test_yaml_nan_alpha_is_refused(tmp_path):
 
 def test_backbone_layer_beyond_depth(params):
     params["features"]["backbones"]["clip_vitb32"]["layers"] = [3, 6, 9, 12, 13]
-    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32.layers': layers \[13\] are beyond the depth "
-                                          r"of ViT-B-32 \(12 blocks\); expected block indices in 1..12"):
+    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32': ViT-B-32: layers must be transformer block "
+                                          r"indices in 1..12, got \[3, 6, 9, 12, 13\]"):
         validate_params(params)
 
 
 def test_unknown_backbone_model_is_named(params):
     params["features"]["backbones"]["clip_vitb32"]["model"] = "ViT-B-99"
-    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32.model': unknown open_clip model 'ViT-B-99'"):
+    with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32': unknown open_clip model 'ViT-B-99'"):
+        validate_params(params)
+
+
+ALEXNET = {"library": "torchvision", "model": "alexnet", "pretrained": None, "random_init": True, "seed": 0,
+           "layers": ["features.2", "features.12", "classifier.5"], "grid_size": 2, "batch_size": 8}
+
+
+def test_each_library_checks_its_layer_names(params):
+    params["features"]["backbones"]["alexnet"] = {**ALEXNET, "layers": ["features.2", "features.99"]}
+    with pytest.raises(ParamsError, match=r"features.backbones.alexnet': .*features.99"):
+        validate_params(params)
+    params["features"]["backbones"]["alexnet"] = ALEXNET
+    params["features"]["backbones"]["dinov2"] = {**ALEXNET, "library": "timm", "model": "vit_small_patch14_dinov2",
+                                                 "layers": [6, 13]}
+    with pytest.raises(ParamsError, match=r"features.backbones.dinov2': .*13"):
+        validate_params(params)
+    params["features"]["backbones"]["dinov2"]["layers"] = [6, 12]
+    validate_params(params)
+
+
+def test_a_model_combining_backbones_maps_each_to_its_layers(params):
+    params["features"]["backbones"]["alexnet"] = ALEXNET
+    model = {"family": "banded_ridge", "backbone": ["clip_vitb32", "alexnet"], "tokens": ["global"],
+             "layers": {"clip_vitb32": [6, 12], "alexnet": ["features.12", "classifier.5"]}}
+    params["models"]["combined"] = model
+    validate_params(params)
+    params["models"]["combined"] = {**model, "layers": [6, 12]}
+    with pytest.raises(ParamsError, match=r"models.combined.layers': expected .* a mapping of each of the backbones"):
+        validate_params(params)
+    params["models"]["combined"] = {**model, "layers": {"clip_vitb32": [6], "alexnet": ["features.5"]}}
+    with pytest.raises(ParamsError, match=r"models.combined.layers': layers \['features.5'\] are not extracted by "
+                                          r"backbone 'alexnet'"):
         validate_params(params)
 
 

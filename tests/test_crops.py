@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -21,14 +20,6 @@ AVS_SCREEN = ScreenGeometry(width_px=1024, height_px=768, width_cm=37.5, viewing
 # 2 px/cm and ~1 cm per degree at 57.3 cm: 5 dva -> 2 * 57.3 * tan(2.5 deg) * 2 = 10.007 -> 10 px crops
 SMALL_SCREEN = ScreenGeometry(width_px=64, height_px=48, width_cm=32.0, viewing_distance_cm=57.3)
 SMALL_DVA, SMALL_SIDE, PAD = 5.0, 10, 77
-
-
-@pytest.fixture
-def logs(caplog, monkeypatch):
-    """caplog that also sees the tbdencoder loggers (which do not propagate by default)."""
-    monkeypatch.setattr(logging.getLogger("tbdencoder"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="tbdencoder")
-    return caplog
 
 
 @pytest.fixture

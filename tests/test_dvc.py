@@ -167,7 +167,8 @@ TINY = {
                           "image_size_px": 64},
                  "meg": {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}},
     "features": {"backbones": {"clip_vitb32": {"model": "ViT-S-32", "layers": [1, 2], "batch_size": 64}}},
-    "models": {name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls")},
+    "models": {**{name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls")},
+               "devkit_alexnet": {"n_components": 20}, "clip_alexnet_banded": {"layers": {"clip_vitb32": [1, 2]}}},
     "fit": {"alphas": [1.0, 100.0, 10000.0], "cv_folds": 3},
     "meg": {"subjects": [1, 2], "heldout_subjects": [60],
             "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual", "dual_banded", "dual_mlp")},
@@ -274,7 +275,7 @@ def test_fresh_clone_run_then_repro_reruns_only_what_changes_touch(made, tmp_pat
     _set_params(made, **{"features.backbones.clip_vitb32.grid_size": 3})
     assert _ran(_make(made, "repro")) == {"features", "fit", "evaluate"}
     with __import__("h5py").File(features) as h5:
-        assert h5["layers/block02/grid"].shape[1] == 9 * h5["layers/block02/cls"].shape[1]
+        assert h5["layers/block02/grid"].shape[1] == 9 * h5["layers/block02/global"].shape[1]
     _run(made, "git", "add", "-A")
     _run(made, "git", "commit", "-qm", "grid 3")
 

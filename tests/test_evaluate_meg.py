@@ -1,7 +1,6 @@
 """MEG evaluation: repeat pairs, noise ceiling, per-model metrics and figures on synthetic files of docs/meg.md."""
 
 import json
-import logging
 
 import h5py
 import matplotlib.pyplot as plt
@@ -25,7 +24,7 @@ FOVEAL_PEAK_S, PARAFOVEAL_PEAK_S = 0.12, 0.22
 N_IMPROVED = 150  # channels where dual beats foveal by DELTA_UP; the others lose DELTA_DOWN
 DELTA_UP, DELTA_DOWN = 0.02, 0.01
 FIGURES = ("r_time", "topomap", "dual_vs_foveal", "preferred_block", "training")
-BLOCKS = ["foveal:block06/cls", "parafoveal:block06/cls"]
+BLOCKS = ["foveal:block06/global", "parafoveal:block06/global"]
 N_PARAFOVEAL = 51  # channels whose largest block weight at the peak is the parafoveal block's (the dual fit)
 
 
@@ -96,7 +95,7 @@ def write_fit(path, model, prediction, fixation_ids, folds, subject="sub-01", sc
         h5["fold"] = folds
         h5["alpha"] = np.ones(prediction.shape[1:])
         h5.attrs.update(subject=subject, model=model, streams=list(streams), backbone="vit_tiny", layers=[6],
-                        tokens=["cls"], times=TIMES_S, ch_names=list(names), scheme=scheme, n_folds=5,
+                        tokens=["global"], times=TIMES_S, ch_names=list(names), scheme=scheme, n_folds=5,
                         random_init_features=random_init)
         if block_weight is not None:
             h5["block_weight"] = block_weight
@@ -245,14 +244,6 @@ def test_noise_ceiling_needs_min_pairs(logs):
     assert np.isfinite(noise_ceiling(epochs, pairs, min_pairs=3)).all()
     same = noise_ceiling(np.repeat(epochs[:4], 2, axis=0), np.array([[0, 1], [2, 3], [4, 5], [6, 7]]), min_pairs=2)
     np.testing.assert_allclose(same, 1.0)
-
-
-@pytest.fixture
-def logs(caplog, monkeypatch):
-    """caplog that also sees the tbdencoder loggers (which do not propagate by default)."""
-    monkeypatch.setattr(logging.getLogger("tbdencoder"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="tbdencoder")
-    return caplog
 
 
 def test_metrics_json(synthetic):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -22,7 +23,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from tbdencoder.features import WeightsUnavailableError, extract_features, load_backbone, resolve_backbone
-from tbdencoder.features import backbones, extract
+from tbdencoder.features import backbone_registry, extract
+from tbdencoder.features.libraries import open_clip_vit
 
 TINY = "tbd-test-tiny-vit"
 TINY_CFG = {  # 32 px images, 8 px patches -> a 4 x 4 patch grid; 3 blocks of width 32
@@ -46,8 +48,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def offline(monkeypatch, tmp_path):
     """Empty weight caches and an unreachable hub, whatever machine runs the tests."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    monkeypatch.setattr(backbones, "OPENAI_URL_CACHE", tmp_path / "clip_cache")
-    monkeypatch.setattr(backbones, "HF_HOST", UNROUTABLE)
+    monkeypatch.setattr(open_clip_vit, "OPENAI_URL_CACHE", tmp_path / "clip_cache")
+    monkeypatch.setattr(open_clip_vit, "HF_HOST", UNROUTABLE)
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -98,10 +100,10 @@ def hook_backbone(monkeypatch, hooks: dict) -> None:
     """Make extraction's backbone call each `hook(module, inputs, output)` on its named submodule."""
 
     def load(spec, seed):
-        visual, preprocess = load_backbone(spec, seed)
+        backbone = load_backbone(spec, seed)
         for name, hook in hooks.items():
-            visual.get_submodule(name).register_forward_hook(hook)
-        return visual, preprocess
+            backbone.visual.get_submodule(name).register_forward_hook(hook)
+        return backbone
 
     monkeypatch.setattr(extract, "load_backbone", load)
 
@@ -128,16 +130,20 @@ def test_shapes_attrs_and_manual_features(tmp_path):
     out = run(write_pixels(tmp_path / "stimuli.h5", pixels), tmp_path / "features.h5", tmp_path / "cache")
     data, attrs = read(out)
 
-    assert data["layers/block01/cls"].shape == (5, 32) and data["layers/block01/cls"].dtype == np.float32
+    assert data["layers/block01/global"].shape == (5, 32) and data["layers/block01/global"].dtype == np.float32
     assert data["layers/block03/grid"].shape == (5, 2 * 2 * 32)
     assert list(data["stimulus_id"].astype(str)) == [f"stim{i}" for i in range(5)]
     assert "done" not in data
-    assert attrs["model_name"] == TINY and attrs["pretrained"] == "" and attrs["random_init"]
-    assert list(attrs["layers"]) == [1, 3] and attrs["grid_size"] == 2 and list(attrs["image_size"]) == [32, 32]
-    assert attrs["interpolation"] == "bicubic" and attrs["torch_version"] == str(torch.__version__)
+    assert attrs["library"] == "open_clip" and attrs["model_name"] == TINY and attrs["pretrained"] == ""
+    assert attrs["random_init"] and list(attrs["layers"]) == ["block01", "block03"] and attrs["grid_size"] == 2
+    preprocess = json.loads(attrs["preprocess"])
+    assert preprocess["image_size"] == [32, 32] and preprocess["interpolation"] == "bicubic"
+    assert preprocess["library"] == "open_clip" and preprocess["mean"] == list(open_clip.OPENAI_DATASET_MEAN)
+    assert json.loads(attrs["library_versions"])["torch"] == str(torch.__version__)
     assert attrs["stimuli_hash"] and (tmp_path / "cache" / f"{attrs['cache_key']}.h5").exists()
+    assert tuple(h5py.File(out)["layers/block03/grid"].attrs["shape"]) == (2, 2, 32)
 
-    visual, _ = load_backbone(resolve_backbone(TINY, None, True), seed=0)
+    visual = load_backbone(resolve_backbone("open_clip", TINY, None, True, [1, 3]), seed=0).visual
     preprocess = T.Compose([
         T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
         T.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD),
@@ -150,7 +156,7 @@ def test_shapes_attrs_and_manual_features(tmp_path):
                 patches = tokens[1:].reshape(2, 2, 2, 2, 32)  # (grid row, row in cell, grid col, col in cell, ch)
                 grid = patches.mean(dim=(1, 3)).flatten()
                 np.testing.assert_allclose(data[f"layers/block{layer:02d}/grid"][row], grid.numpy(), atol=1e-5)
-                np.testing.assert_allclose(data[f"layers/block{layer:02d}/cls"][row], tokens[0].numpy(), atol=1e-5)
+                np.testing.assert_allclose(data[f"layers/block{layer:02d}/global"][row], tokens[0].numpy(), atol=1e-5)
 
 
 def test_cache_hit_does_no_model_work(tmp_path, monkeypatch):
@@ -177,7 +183,7 @@ def test_duplicates_computed_once_and_deeper_blocks_skipped(tmp_path, monkeypatc
     data, _ = read(run(write_pixels(tmp_path / "stimuli.h5", pixels), tmp_path / "f.h5", tmp_path / "cache",
                        layers=[1, 2]))
     assert sum(seen) == 3
-    for name in ("layers/block02/cls", "layers/block01/grid"):
+    for name in ("layers/block02/global", "layers/block01/grid"):
         np.testing.assert_array_equal(data[name][0], data[name][2])
         np.testing.assert_array_equal(data[name][1], data[name][4])
         assert not np.array_equal(data[name][0], data[name][1])
@@ -366,8 +372,8 @@ def test_uncached_tag_fails_fast_with_guidance(tmp_path, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("a download was attempted")
 
-    monkeypatch.setattr(backbones.socket, "create_connection", blackhole)
-    monkeypatch.setattr(backbones, "NETWORK_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(backbone_registry.socket, "create_connection", blackhole)
+    monkeypatch.setattr(open_clip_vit, "NETWORK_TIMEOUT_S", 0.01)
     monkeypatch.setattr(open_clip, "download_pretrained", no_download)
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(1))
     try:
@@ -381,3 +387,46 @@ def test_uncached_tag_fails_fast_with_guidance(tmp_path, monkeypatch):
     message = str(error.value)
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
     assert "pretrained:" in message and "random_init: true" in message and "huggingface-cli download" in message
+
+
+def test_unpooled_maps_and_the_clip_embedding_come_from_the_same_pass(tmp_path):
+    """map_size keeps the 4 x 4 patch map (or pools it to the cap); the embedding is the tower's output, the
+    image embedding in CLIP's joint space; FeatureSet views give them their shapes back."""
+    from tbdencoder.features.featureset import FeatureSet
+
+    pixels = images(3)
+    stimuli = write_pixels(tmp_path / "stimuli.h5", pixels)
+    full = run(stimuli, tmp_path / "full.h5", tmp_path / "cache", map_size=8, embedding=True)
+    capped = run(stimuli, tmp_path / "capped.h5", tmp_path / "cache", map_size=2)
+    data, attrs = read(full)
+    assert data["layers/block03/map"].shape == (3, 4 * 4 * 32) and data["embedding"].shape == (3, 16)
+    assert attrs["map_size"] == 8 and attrs["embedding"]
+    np.testing.assert_allclose(read(capped)[0]["layers/block03/map"], data["layers/block03/grid"], atol=1e-6)
+    visual = load_backbone(resolve_backbone("open_clip", TINY, None, True, [1, 3]), seed=0).visual
+    preprocess = open_clip_vit.Preprocess(**{k: v for k, v in json.loads(attrs["preprocess"]).items()
+                                             if k != "library"}).transform()
+    with torch.no_grad():
+        expected = visual(torch.stack([preprocess(Image.fromarray(p)) for p in pixels]))
+    np.testing.assert_allclose(data["embedding"], expected.numpy(), atol=1e-5)
+    ids = [f"stim{i}" for i in range(3)]
+    X = FeatureSet.load(full, ids, [3], ["global", "map"], embedding=True)
+    assert X.names == ["block03/global", "block03/map", "embedding"]
+    assert X.maps()["block03/map"].shape == (3, 4, 4, 32)
+    np.testing.assert_array_equal(X.embedding(), data["embedding"])
+    tokens = manual_tokens(visual, preprocess(Image.fromarray(pixels[1]))[None], 3)[0, 1:]
+    np.testing.assert_allclose(X.maps()["block03/map"][1], tokens.detach().reshape(4, 4, 32).numpy(), atol=1e-5)
+
+
+def test_the_cache_key_separates_backbones_weights_and_preprocessing(tmp_path):
+    stimuli = extract.read_stimuli(write_pixels(tmp_path / "stimuli.h5", images(2)))
+    spec = resolve_backbone("open_clip", TINY, None, True, [1, 3])
+    key = extract.feature_attrs(spec, stimuli, 2, None, False, 0)["cache_key"]
+    other_preprocess = dataclasses.replace(spec, preprocess={**spec.preprocess, "interpolation": "bilinear"})
+    other_library = dataclasses.replace(spec, library="timm")
+    other_weights = dataclasses.replace(spec, identity="tag:openai")
+    keys = {key} | {extract.feature_attrs(s, stimuli, 2, None, False, 0)["cache_key"]
+                    for s in (other_preprocess, other_library, other_weights)}
+    keys |= {extract.feature_attrs(spec, stimuli, 2, 4, False, 0)["cache_key"],
+             extract.feature_attrs(spec, stimuli, 2, None, True, 0)["cache_key"]}
+    assert len(keys) == 6
+    assert extract.feature_attrs(spec, stimuli, 2, None, False, 0)["cache_key"] == key

@@ -19,7 +19,7 @@ from tbdencoder.io import write_strings
 
 
 def _oracle_features(dataset, subject, responses_path, out_path):
-    """A features file whose block01/cls is the simulator's noiseless signal of both hemispheres."""
+    """A features file whose block01/global is the simulator's noiseless signal of both hemispheres."""
     ids = []
     for split in ("train", "test"):
         folder = dataset / subject / ("training_split/training_images" if split == "train" else "test_split/test_images")
@@ -30,7 +30,7 @@ def _oracle_features(dataset, subject, responses_path, out_path):
     ])
     with h5py.File(out_path, "w") as h5:
         write_strings(h5, "stimulus_id", ids)
-        h5["layers/block01/cls"] = signal.astype(np.float32)
+        h5["layers/block01/global"] = signal.astype(np.float32)
         h5["layers/block01/grid"] = np.random.default_rng(0).standard_normal((len(ids), 8)).astype(np.float32)
         h5.attrs["random_init"] = False
 
@@ -49,8 +49,8 @@ def fitted(tiny_fmri_dataset, tmp_path):
     _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
     fits = []
     for hemi in ("lh", "rh"):
-        for model, family, tokens in (("oracle", "ridge", ["cls"]), ("noise", "ridge", ["grid"]),
-                                      ("oracle_roi", "roi_ridge", ["cls"])):
+        for model, family, tokens in (("oracle", "ridge", ["global"]), ("noise", "ridge", ["grid"]),
+                                      ("oracle_roi", "roi_ridge", ["global"])):
             out = tmp_path / f"fits/{hemi}_{model}.h5"
             fit_fmri(features, responses, hemi, model, _spec(family, tokens, [1e-3, 1.0, 1e3], 3), out, device="cpu")
             fits.append(out)
@@ -63,7 +63,7 @@ def test_fit_file_contents(fitted, tiny_fmri_dataset):
         assert h5["test_prediction"].shape == (12, 120)
         assert h5["submission_prediction"].shape == (12, 120)
         assert h5["alpha"].shape == (120,) and "coef" not in h5  # refit from the alphas on demand
-        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/cls"]
+        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/global"]
         assert h5.attrs["model"] == "oracle" and h5.attrs["hemisphere"] == "lh"
     with h5py.File(tmp_path / "fits/lh_oracle_roi.h5") as h5:
         labels = h5py.File(responses)["lh/roi/streams"][:]
@@ -192,7 +192,7 @@ def test_folds_that_leave_one_validation_row_are_refused(fitted):
     n_train = len(h5py.File(responses)["train_stimulus_id"])
     for folds in (n_train, n_train + 5):
         with pytest.raises(ValueError, match=rf"fit.cv_folds .* = {folds}: {n_train} training rows"):
-            fit_fmri(tmp_path / "features.h5", responses, "lh", "x", _spec("ridge", ["cls"], [1.0], folds),
+            fit_fmri(tmp_path / "features.h5", responses, "lh", "x", _spec("ridge", ["global"], [1.0], folds),
                      tmp_path / "x.h5", device="cpu")
     assert not (tmp_path / "x.h5").exists()
 
@@ -205,7 +205,7 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
     features, responses = tmp_path / "features.h5", tmp_path / "responses.h5"
     with h5py.File(features, "w") as h5:
         write_strings(h5, "stimulus_id", ids)
-        h5["layers/block01/cls"] = rng.standard_normal((len(ids), 50)).astype(np.float32)
+        h5["layers/block01/global"] = rng.standard_normal((len(ids), 50)).astype(np.float32)
     with h5py.File(responses, "w") as h5:
         h5.attrs.update(subject="subj01", eval_split="test", source="null")
         write_strings(h5, "train_stimulus_id", ids[:n_train])
@@ -213,7 +213,7 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
         write_strings(h5, "submission_stimulus_id", ids[n_train:])
         h5["lh/train"] = rng.standard_normal((n_train, n_vertices)).astype(np.float32) + 5.0
         h5["lh/test"] = rng.standard_normal((n_test, n_vertices)).astype(np.float32) - 5.0
-    fit_fmri(features, responses, "lh", "null", _spec("ridge", ["cls"], [1.0, 100.0, 1e4], 5), tmp_path / "fit.h5",
+    fit_fmri(features, responses, "lh", "null", _spec("ridge", ["global"], [1.0, 100.0, 1e4], 5), tmp_path / "fit.h5",
              device="cpu")
     r = score_fit(responses, tmp_path / "fit.h5")[2]
     assert abs(r.mean()) < 2 * r.std() / np.sqrt(r.size), r.mean()
@@ -228,13 +228,13 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     features = tmp_path / "features.h5"
     _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
     out = tmp_path / "banded.h5"
-    fit_fmri(features, responses, "lh", "banded", {**_spec("banded_ridge", ["cls", "grid"], [1e-3, 1.0, 1e3], 3),
+    fit_fmri(features, responses, "lh", "banded", {**_spec("banded_ridge", ["global", "grid"], [1e-3, 1.0, 1e3], 3),
                                                    "n_gammas": 10}, out, device="cpu")
     truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
     with h5py.File(out) as h5:
         weight = h5["block_weight"][:]
         stored = h5["test_prediction"][:]
-        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/cls", "block01/grid"]
+        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/global", "block01/grid"]
     signal = truth["family"].to_numpy() != "none"
     assert weight.shape == (120, 2) and (weight[signal].argmax(1) == 0).mean() > 0.6
     np.testing.assert_allclose(weight.sum(1), 1.0, rtol=1e-5)
@@ -246,10 +246,10 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
                      "banded", ["streams"], figure_preferred_block_out=paths["p.png"], figure_training_out=paths["c.png"])
     summary = json.loads(paths["m.json"].read_text())["models"]["banded"]["lh"]["block_weights"]
-    assert summary["preferred"]["block01/cls"] == pytest.approx((weight.argmax(1) == 0).mean())
+    assert summary["preferred"]["block01/global"] == pytest.approx((weight.argmax(1) == 0).mean())
     with h5py.File(paths["s.h5"]) as h5:
         np.testing.assert_array_equal(h5["banded/lh/preferred_block"][:], weight.argmax(1))
-        assert list(h5["banded/lh/preferred_block"].attrs["blocks"]) == ["block01/cls", "block01/grid"]
+        assert list(h5["banded/lh/preferred_block"].attrs["blocks"]) == ["block01/global", "block01/grid"]
     # the preferred-block figure: per ROI of `streams`, the share of its vertices preferring each block
     title, axes = captured[paths["p.png"]]
     assert title == "subj01: preferred feature block per ROI (banded ridge)"
@@ -263,7 +263,7 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     heights = np.array([p.get_height() for p in ax.patches]).reshape(2, len(masks))
     np.testing.assert_allclose(heights, expected)
     assert [t.get_text() for t in ax.get_xticklabels()][0] == "all vertices (120)"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["block01/cls", "block01/grid"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["block01/global", "block01/grid"]
 
 
 def test_mlp_fit_stores_its_curves_and_network_and_reloads_without_training(tiny_fmri_dataset, tmp_path,
@@ -275,7 +275,7 @@ def test_mlp_fit_stores_its_curves_and_network_and_reloads_without_training(tiny
     features = tmp_path / "features.h5"
     _oracle_features(tiny_fmri_dataset, "subj01", responses, features)
     out = tmp_path / "mlp.h5"
-    spec = {**_spec("mlp", ["cls"], [1.0], 3), "hidden_units": 32, "max_epochs": 150, "patience": 15,
+    spec = {**_spec("mlp", ["global"], [1.0], 3), "hidden_units": 32, "max_epochs": 150, "patience": 15,
             "learning_rate": 3e-3}
     fit_fmri(features, responses, "lh", "mlp", spec, out, device="cpu")
     with h5py.File(out) as h5:
@@ -292,3 +292,37 @@ def test_mlp_fit_stores_its_curves_and_network_and_reloads_without_training(tiny
     test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])
     np.testing.assert_allclose(load_fitted(out, device="cpu").predict(features, test_ids), stored, rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_model_combining_two_backbones_reports_each_ones_share_and_reloads(tiny_fmri_dataset, tmp_path):
+    """Banded ridge over the blocks of two backbones' files: the one carrying the simulator's signal takes most
+    of the weight of vertices with signal; evaluation reports each backbone's share; reloading takes both files."""
+    responses = tmp_path / "responses.h5"
+    prepare_fmri(tiny_fmri_dataset, "subj01", ["lh"], ["streams"], 0.2, 0, responses, tmp_path / "stimuli.h5")
+    oracle, noise = tmp_path / "oracle.h5", tmp_path / "noise.h5"
+    _oracle_features(tiny_fmri_dataset, "subj01", responses, oracle)
+    with h5py.File(oracle) as source, h5py.File(noise, "w") as h5:
+        write_strings(h5, "stimulus_id", source["stimulus_id"].asstr()[:])
+        h5["layers/features.2/global"] = np.random.default_rng(1).standard_normal((len(source["stimulus_id"]), 30),
+                                                                                   dtype=np.float32)
+        h5.attrs["random_init"] = True
+    spec = {**_spec("banded_ridge", ["global"], [1e-3, 1.0, 1e3], 3), "n_gammas": 10,
+            "backbone": ["clip", "alexnet"], "layers": {"clip": [1], "alexnet": ["features.2"]}}
+    out = tmp_path / "combined.h5"
+    fit_fmri([oracle, noise], responses, "lh", "combined", spec, out, device="cpu")
+    with h5py.File(out) as h5:
+        assert list(h5["feature_blocks"].asstr()[:]) == ["clip:block01/global", "alexnet:features.2/global"]
+        weight, stored = h5["block_weight"][:], h5["test_prediction"][:]
+        assert h5.attrs["random_init_features"]  # one of the two backbones is random-init
+    truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
+    signal = truth["family"].to_numpy() != "none"
+    assert weight[signal, 0].mean() > 0.6
+    paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "pb.png", "tr.png")}
+    evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
+                     "combined", ["streams"], figure_preferred_block_out=paths["pb.png"],
+                     figure_training_out=paths["tr.png"])
+    share = json.loads(paths["m.json"].read_text())["models"]["combined"]["lh"]["block_weights"]["share"]
+    assert share == pytest.approx({"clip": weight[:, 0].mean(), "alexnet": weight[:, 1].mean()}, rel=1e-5)
+    test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])
+    again = load_fitted(out, device="cpu").predict([oracle, noise], test_ids)
+    np.testing.assert_allclose(again, stored, rtol=1e-3, atol=1e-3 * np.abs(stored).max())

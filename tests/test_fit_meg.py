@@ -49,7 +49,7 @@ def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=
     order = rng.permutation(2 * n)  # features are found by id, not by row order
     with h5py.File(features, "w") as h5:
         write_strings(h5, "stimulus_id", np.array(rows)[order])
-        h5["layers/block01/cls"] = np.concatenate([foveal, parafoveal]).astype(np.float32)[order]
+        h5["layers/block01/global"] = np.concatenate([foveal, parafoveal]).astype(np.float32)[order]
         h5.attrs["random_init"] = False
     return epochs, features, scenes
 
@@ -68,7 +68,7 @@ def _fit(epochs, features, out, streams, **kwargs):
         return _score(out, epochs).r, dict(h5.attrs), h5["prediction"].shape
 
 
-SPEC = dict(family="ridge", backbone="toy", layers=[1], tokens=["cls"], alphas=ALPHAS, outer_folds=4, inner_folds=3,
+SPEC = dict(family="ridge", backbone="toy", layers=[1], tokens=["global"], alphas=ALPHAS, outer_folds=4, inner_folds=3,
             seed=0)
 
 
@@ -142,7 +142,7 @@ def test_heldout_subject_is_predicted_without_its_test_scenes(tmp_path, weights,
 
 def _predicted_scenes(model, epochs, features, scenes):
     """Scenes of the fixations a spied model predicted (rows recognised by their feature values)."""
-    X = fit_meg.load_rows(epochs, features, ["foveal"], [1], ["cls"]).X.flat()
+    X = fit_meg.load_rows(epochs, features, ["foveal"], [1], ["global"]).X.flat()
     predicted = {scene for scene, row in zip(scenes, np.round(X, 5)) if tuple(row) in model.predicted}
     assert predicted
     return predicted
@@ -152,7 +152,7 @@ def test_missing_features_and_foreign_sensors_are_errors(tmp_path, weights):
     epochs, features, _ = _write_subject(tmp_path, "sub-01", np.random.default_rng(0), weights)
     other, other_features, _ = _write_subject(tmp_path, "sub-02", np.random.default_rng(2), weights)
     with pytest.raises(ValueError, match="no features for any fixation"):
-        fit_meg.load_rows(epochs, other_features, ["foveal"], [1], ["cls"])
+        fit_meg.load_rows(epochs, other_features, ["foveal"], [1], ["global"])
     with h5py.File(other, "r+") as h5:
         del h5["channels/name"]
         write_strings(h5, "channels/name", [f"MEG{c:03d}3" for c in range(N_CHANNELS)])
@@ -208,7 +208,7 @@ def test_banded_ridge_weights_the_stream_that_drives_each_sensor(tmp_path, weigh
     fit_meg.fit_meg_subject(epochs, features, out, model_name="banded", device="cpu",
                             spec={**SPEC, "family": "banded_ridge", "n_gammas": 12, "streams": ["foveal", "parafoveal"]})
     with h5py.File(out) as h5:
-        assert list(h5["feature_blocks"].asstr()[:]) == ["foveal:block01/cls", "parafoveal:block01/cls"]
+        assert list(h5["feature_blocks"].asstr()[:]) == ["foveal:block01/global", "parafoveal:block01/global"]
         block_weight = h5["block_weight"][:]  # (channels, times, blocks)
         assert h5.attrs["family"] == "banded_ridge"
     assert block_weight.shape == (N_CHANNELS, len(TIMES), 2)
@@ -217,7 +217,7 @@ def test_banded_ridge_weights_the_stream_that_drives_each_sensor(tmp_path, weigh
     scored = _score(out, epochs)  # evaluate_meg reads the weights with the predictions
     assert scored.r[:5, 3].min() > 0.4
     np.testing.assert_array_equal(scored.block_weight, block_weight)
-    assert scored.block_names == ["foveal:block01/cls", "parafoveal:block01/cls"]
+    assert scored.block_names == ["foveal:block01/global", "parafoveal:block01/global"]
 
 
 MLP_SPEC = {**SPEC, "family": "mlp", "hidden_units": 32, "max_epochs": 60, "patience": 10, "learning_rate": 3e-3,

@@ -70,4 +70,11 @@ def test_block_preference_counts_each_targets_largest_weight():
     weights = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
     summary = block_preference(weights, ["block03", "block06", "block09"])
     assert summary["preferred"] == {"block03": 0.5, "block06": 0.25, "block09": 0.25}
-    assert summary["mean_weight"]["block03"] == pytest.approx(0.4)
+    assert summary["mean_weight"]["block03"] == pytest.approx(0.4) and "share" not in summary
+
+
+def test_block_preference_gives_each_backbones_share_when_blocks_are_prefixed():
+    weights = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    summary = block_preference(weights, ["clip:block06/global", "clip:block12/global", "alexnet:features.12/global"])
+    # per vertex, clip's share is 0.9, 0.9, 0.9, 0.4: mean 0.775; alexnet's is the rest
+    assert summary["share"] == pytest.approx({"clip": 0.775, "alexnet": 0.225})

@@ -42,10 +42,10 @@ def toy_family():
 
 
 def test_build_encoder_passes_the_hyper_parameters_a_family_names():
-    model = build_encoder({"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["cls"], "alphas": [2.0],
+    model = build_encoder({"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["global"], "alphas": [2.0],
                            "cv_folds": 3, "seed": 7, "outer_folds": 5}, device="cpu")
     assert (model.alphas, model.cv_folds, model.seed, model.device) == ([2.0], 3, 7, "cpu")
-    with pytest.raises(ValueError, match=r"unknown model family 'nope'; expected one of \['banded_ridge', 'mlp', 'ridge'"):
+    with pytest.raises(ValueError, match=r"unknown model family 'nope'; expected one of \['banded_ridge', 'mlp', 'pca_linear', 'ridge'"):
         build_encoder({"family": "nope"})
 
 
@@ -58,8 +58,8 @@ def test_a_registered_family_runs_through_the_fmri_step_from_its_spec(toy_family
     features = tmp_path / "features.h5"
     with h5py.File(features, "w") as h5:
         write_strings(h5, "stimulus_id", ids)
-        h5["layers/block01/cls"] = np.random.default_rng(0).standard_normal((len(ids), 5)).astype(np.float32)
-    spec = {"family": toy_family, "backbone": "b", "layers": [1], "tokens": ["cls"], "shrink": 0.5,
+        h5["layers/block01/global"] = np.random.default_rng(0).standard_normal((len(ids), 5)).astype(np.float32)
+    spec = {"family": toy_family, "backbone": "b", "layers": [1], "tokens": ["global"], "shrink": 0.5,
             "alphas": [1.0], "cv_folds": 3, "seed": 0}
     out = tmp_path / "fit.h5"
     # through the CLI as the workflow calls it: the family's hyper-parameter needs no flag of its own
@@ -70,7 +70,7 @@ def test_a_registered_family_runs_through_the_fmri_step_from_its_spec(toy_family
 
     fit_fmri(features, responses, "lh", "toy", spec, out, device="cpu")
     (call,) = ShrunkMean.calls
-    assert call["rows"] == len(Y) and call["blocks"] == ["block01/cls"] and "streams" in call["targets"]["roi"]
+    assert call["rows"] == len(Y) and call["blocks"] == ["block01/global"] and "streams" in call["targets"]["roi"]
     with h5py.File(out) as h5:
         np.testing.assert_allclose(h5["mean"][:], 0.5 * Y.mean(0), rtol=1e-5)
         np.testing.assert_allclose(h5["test_prediction"][0], 0.5 * Y.mean(0), rtol=1e-5)
@@ -78,7 +78,7 @@ def test_a_registered_family_runs_through_the_fmri_step_from_its_spec(toy_family
 
 
 def test_model_specs_are_validated_naming_the_key():
-    good = {"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["cls"], "alphas": [1.0], "cv_folds": 3,
+    good = {"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["global"], "alphas": [1.0], "cv_folds": 3,
             "seed": 0}
     assert parse_model_spec(json.dumps(good), "fmri") == good
     with pytest.raises(ParamsError, match=r"key '<top>': Additional properties are not allowed \('shrink'"):

@@ -40,7 +40,7 @@ def test_roi_block_fractions_by_hand():
 
 def test_preferred_block_bars_stack_the_fractions(tmp_path, captured):
     rows = roi_block_fractions(BLOCK_WEIGHT, ROIS, ["visual", "faces"])
-    blocks = ["block03/cls", "block03/grid", "block06/cls"]
+    blocks = ["block03/global", "block03/grid", "block06/global"]
     out = tmp_path / "preferred.png"
     plots.plot_preferred_block_rois({"banded lh": (blocks, rows)}, "subj01: preferred", out)
     (title, axes), = captured.values()

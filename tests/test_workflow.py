@@ -30,24 +30,26 @@ TINY_CONFIG = {
                                                "random_init": True, "seed": 0, "layers": [3, 6], "grid_size": 2,
                                                "batch_size": 50}}},
     "models": {
-        "ridge_cls": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"]},
-        "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls", "grid"]},
+        "ridge_cls": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global"]},
+        "ridge_grid": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global", "grid"]},
         "roi_ridge": {"family": "roi_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
-                      "tokens": ["cls", "grid"], "roi_class": "streams"},
+                      "tokens": ["global", "grid"], "roi_class": "streams"},
         "banded_grid": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
-                        "tokens": ["cls", "grid"], "n_gammas": 4},
-        "mlp_cls": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                        "tokens": ["global", "grid"], "n_gammas": 4},
+        "mlp_cls": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global"],
                     "max_epochs": 40, "patience": 5},
+        "devkit_alexnet": {"n_components": 50},
+        "clip_alexnet_banded": {"layers": {"clip_vitb32": [3, 6]}, "n_gammas": 4},
     },
     "fit": {"alphas": [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0], "cv_folds": 4, "seed": 0},
     "meg": {"subjects": [1, 2, 3], "heldout_subjects": [60],
-            "models": {"foveal": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+            "models": {"foveal": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global"],
                                   "streams": ["foveal"]},
-                       "dual": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                       "dual": {"family": "ridge", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global"],
                                 "streams": ["foveal", "parafoveal"]},
                        "dual_banded": {"family": "banded_ridge", "backbone": "clip_vitb32", "layers": [3, 6],
-                                       "tokens": ["cls"], "streams": ["foveal", "parafoveal"], "n_gammas": 4},
-                       "dual_mlp": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["cls"],
+                                       "tokens": ["global"], "streams": ["foveal", "parafoveal"], "n_gammas": 4},
+                       "dual_mlp": {"family": "mlp", "backbone": "clip_vitb32", "layers": [3, 6], "tokens": ["global"],
                                     "streams": ["foveal", "parafoveal"], "hidden_units": 64, "max_epochs": 40,
                                     "patience": 5}},
             "fit": {"alphas": [10.0, 100.0, 1000.0, 10000.0, 100000.0], "outer_folds": 4, "inner_folds": 3,
@@ -85,10 +87,11 @@ def _ground_truth(workdir, subject, hemi):
 def test_outputs_exist_with_documented_shapes(workflow_run):
     metrics = json.loads((workflow_run / "results/metrics.json").read_text())
     assert set(metrics["subjects"]) == {"subj01", "subj02"}
-    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls"}
+    assert set(metrics["summary"]) == {"ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls", "devkit_alexnet",
+                                         "clip_alexnet_banded"}
     # banded ridge, added by params alone: each vertex's preferred block (layer x token) in the metrics
     preferred = metrics["subjects"]["subj01"]["banded_grid"]["lh"]["block_weights"]["preferred"]
-    assert set(preferred) == {"block03/cls", "block03/grid", "block06/cls", "block06/grid"}
+    assert set(preferred) == {"block03/global", "block03/grid", "block06/global", "block06/grid"}
     assert sum(preferred.values()) == pytest.approx(1.0)
     assert metrics["subjects"]["subj02"]["ridge_grid"]["lh"]["n_vertices"] == 300
     subj02 = json.loads((workflow_run / "results/metrics/subj02.json").read_text())

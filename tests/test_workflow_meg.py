@@ -36,7 +36,7 @@ def test_meg_outputs_exist_with_documented_shapes(workflow_run):
     assert set(metrics["subjects"]) == {*TRAINING, HELDOUT}
     assert set(metrics["mean_over_training_subjects"]) == {"foveal", "dual", "dual_banded", "dual_mlp"}
     banded = metrics["subjects"]["sub-01"]["models"]["dual_banded"]["block_weights_at_peak"]["mean_weight"]
-    assert set(banded) == {f"{s}:block0{l}/cls" for s in ("foveal", "parafoveal") for l in (3, 6)}
+    assert set(banded) == {f"{s}:block0{l}/global" for s in ("foveal", "parafoveal") for l in (3, 6)}
     assert metrics["subjects"][HELDOUT]["models"]["dual"]["scheme"] == "heldout_subject"
     assert metrics["subjects"]["sub-02"]["models"]["foveal"]["scheme"] == "scene_cv"
     with h5py.File(workflow_run / "results/meg/sub-01/epochs.h5") as h5:

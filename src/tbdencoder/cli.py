@@ -97,9 +97,10 @@ def _features(a: argparse.Namespace) -> None:
     from tbdencoder.features.extract import extract_features
 
     extract_features(
-        a.stimuli, a.out, model_name=a.model, pretrained=a.pretrained, random_init=a.random_init, layers=a.layers,
-        grid_size=a.grid_size, batch_size=a.batch_size, num_workers=a.num_workers, device=a.device, seed=a.seed,
-        cache_dir=a.cache_dir,
+        a.stimuli, a.out, library=a.library, model_name=a.model, pretrained=a.pretrained, random_init=a.random_init,
+        layers=[int(layer) if layer.isdigit() else layer for layer in a.layers], grid_size=a.grid_size,
+        map_size=a.map_size, embedding=a.embedding, batch_size=a.batch_size, num_workers=a.num_workers,
+        device=a.device, seed=a.seed, cache_dir=a.cache_dir,
     )
 
 
@@ -240,11 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("features", help="multi-layer backbone features of a stimuli file")
     p.add_argument("--stimuli", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", required=True, help="open_clip model name, e.g. ViT-B-32")
-    p.add_argument("--pretrained", default=None, help="open_clip tag or local checkpoint path")
+    p.add_argument("--library", default="open_clip", choices=["open_clip", "timm", "torchvision"])
+    p.add_argument("--model", required=True, help="the library's model name, e.g. ViT-B-32, vit_base_patch14_dinov2, alexnet")
+    p.add_argument("--pretrained", default=None, help="tag / weights name of the library, or a local checkpoint path")
     p.add_argument("--random-init", action="store_true", help="random weights (smoke tests only)")
-    p.add_argument("--layers", type=int, nargs="+", required=True)
+    p.add_argument("--layers", nargs="+", required=True, help="1-based ViT blocks, or module paths (features.10)")
     p.add_argument("--grid-size", type=int, required=True)
+    p.add_argument("--map-size", type=int, default=None, help="also store unpooled maps, pooled to at most this size")
+    p.add_argument("--embedding", action="store_true", help="also store the model's output embedding")
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--cache-dir", type=Path, required=True)
@@ -253,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_features)
 
     p = steps.add_parser("fit", help="fit one model for one subject x hemisphere")
-    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--features", type=Path, nargs="+", required=True, help="one features file per backbone of the model")
     p.add_argument("--responses", type=Path, required=True)
     p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
     _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys")
@@ -261,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fMRI fit")
     p.add_argument("--fit", type=Path, required=True, help="a results/fits/<subject>/<hemi>/<model>.h5")
-    p.add_argument("--features", type=Path, required=True, help="features of the stimuli to predict (same backbone)")
-    p.add_argument("--train-features", type=Path, default=None, help="default: the features the model was fitted on")
+    p.add_argument("--features", type=Path, nargs="+", required=True,
+                   help="features of the stimuli to predict (the model's backbones, one file each)")
+    p.add_argument("--train-features", type=Path, nargs="+", default=None,
+                   help="default: the features the model was fitted on")
     p.add_argument("--responses", type=Path, default=None, help="default: the responses.h5 the model was fitted on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, required=True)

@@ -43,9 +43,9 @@ def _check_references(params: dict[str, Any], source: str) -> None:
         if spec["random_init"] == (spec["pretrained"] is not None):
             raise ParamsError(
                 f"{source}: key 'features.backbones.{name}': set exactly one of 'pretrained' "
-                f"(an open_clip tag or checkpoint path) and 'random_init: true'"
+                f"(a tag or weights name of its library, or a checkpoint path) and 'random_init: true'"
             )
-        _check_backbone_depth(f"features.backbones.{name}", spec, source)
+        _check_backbone(f"features.backbones.{name}", spec, source)
     for half in ("fmri", "meg"):
         if half not in params and params.get("simulate", {}).get(half, {}).get("enabled"):
             raise ParamsError(f"{source}: key 'simulate.{half}.enabled': simulating {half} needs a '{half}' section "
@@ -73,20 +73,14 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
         )
 
 
-def _check_backbone_depth(key: str, spec: dict[str, Any], source: str) -> None:
-    """Layers are 1-based block indices, so none may exceed the tower's depth (read from open_clip's config)."""
-    from tbdencoder.features.backbones import _vision_cfg  # imports torch: only when validating
+def _check_backbone(key: str, spec: dict[str, Any], source: str) -> None:
+    """The library knows the model and its layers (checked without downloading any weights)."""
+    from tbdencoder.features.backbone_registry import resolve_backbone  # imports torch: only when validating
 
     try:
-        depth = _vision_cfg(spec["model"])["layers"]
-    except ValueError as exc:
-        raise ParamsError(f"{source}: key '{key}.model': {exc}") from exc
-    beyond = sorted(layer for layer in spec["layers"] if layer > depth)
-    if beyond:
-        raise ParamsError(
-            f"{source}: key '{key}.layers': layers {beyond} are beyond the depth of {spec['model']} "
-            f"({depth} blocks); expected block indices in 1..{depth}"
-        )
+        resolve_backbone(spec["library"], spec["model"], spec["pretrained"], spec["random_init"], spec["layers"])
+    except (ValueError, FileNotFoundError) as exc:
+        raise ParamsError(f"{source}: key '{key}': {exc}") from exc
 
 
 def _check_alphas(key: str, alphas: list[float], source: str) -> None:
@@ -97,18 +91,28 @@ def _check_alphas(key: str, alphas: list[float], source: str) -> None:
 
 
 def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
-    """A model's backbone must be defined and extract every layer the model uses."""
-    backbone = backbones.get(spec["backbone"])
-    if backbone is None:
+    """A model's backbones must be defined and extract every layer the model uses; with several backbones,
+    `layers` maps each of them (and only them) to its layers."""
+    names = [spec["backbone"]] if isinstance(spec["backbone"], str) else spec["backbone"]
+    if isinstance(spec["layers"], dict) != (len(names) > 1) or (
+            isinstance(spec["layers"], dict) and sorted(spec["layers"]) != sorted(names)):
         raise ParamsError(
-            f"{source}: key '{key}.backbone': '{spec['backbone']}' is not one of features.backbones {sorted(backbones)}"
+            f"{source}: key '{key}.layers': expected a list of layers for one backbone, or a mapping of each of "
+            f"the backbones {names} to its layers for several, got {spec['layers']}"
         )
-    missing = sorted(set(spec["layers"]) - set(backbone["layers"]))
-    if missing:
-        raise ParamsError(
-            f"{source}: key '{key}.layers': layers {missing} are not extracted by "
-            f"backbone '{spec['backbone']}' (features.backbones.{spec['backbone']}.layers)"
-        )
+    for name in names:
+        backbone = backbones.get(name)
+        if backbone is None:
+            raise ParamsError(
+                f"{source}: key '{key}.backbone': '{name}' is not one of features.backbones {sorted(backbones)}"
+            )
+        layers = spec["layers"][name] if isinstance(spec["layers"], dict) else spec["layers"]
+        missing = [layer for layer in layers if layer not in backbone["layers"]]
+        if missing:
+            raise ParamsError(
+                f"{source}: key '{key}.layers': layers {missing} are not extracted by "
+                f"backbone '{name}' (features.backbones.{name}.layers)"
+            )
 
 
 def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> None:

@@ -36,7 +36,10 @@ def dataset_dir():
 
 
 def model_features(wildcards):
-    return f"results/features/{MODELS[wildcards.model]['backbone']}/fmri_{wildcards.subject}.h5"
+    """One features file per backbone of the model (`backbone`: a name, or a list of names combined)."""
+    backbone = MODELS[wildcards.model]["backbone"]
+    names = [backbone] if isinstance(backbone, str) else backbone
+    return [f"results/features/{name}/fmri_{wildcards.subject}.h5" for name in names]
 
 
 

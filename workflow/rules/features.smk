@@ -13,6 +13,10 @@ rule features:
             if BACKBONES[wc.backbone]["random_init"]
             else f"--pretrained {BACKBONES[wc.backbone]['pretrained']}"
         ),
+        extra=lambda wc: " ".join(
+            ([f"--map-size {BACKBONES[wc.backbone]['map_size']}"] if BACKBONES[wc.backbone].get("map_size") else [])
+            + (["--embedding"] if BACKBONES[wc.backbone].get("embedding") else [])
+        ),
     log:
         "logs/features/{backbone}_{modality}_{subject}.log",
     conda:
@@ -24,6 +28,6 @@ rule features:
         device="auto",  # where the network runs: auto (CUDA when the job sees a GPU), cpu or cuda; set by profiles
     shell:
         "tbdencoder --threads {threads} features --stimuli {input} --out {output}"
-        " --model {params.spec[model]} {params.weights} --layers {params.layers}"
-        " --grid-size {params.spec[grid_size]} --batch-size {params.spec[batch_size]}"
+        " --library {params.spec[library]} --model {params.spec[model]} {params.weights} --layers {params.layers}"
+        " --grid-size {params.spec[grid_size]} {params.extra} --batch-size {params.spec[batch_size]}"
         " --seed {params.spec[seed]} --num-workers {threads} --device {resources.device} --cache-dir results/features/cache > {log} 2>&1"

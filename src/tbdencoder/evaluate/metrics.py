@@ -75,10 +75,19 @@ def roi_masks(labels: np.ndarray, names: dict[int, str]):
 
 def block_preference(block_weight: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
     """Summary of per-target block weights (t, n_blocks) (banded ridge): for every block the fraction of targets
-    whose largest weight it has (`preferred`, the targets' preferred layer / stream) and its mean weight."""
+    whose largest weight it has (`preferred`, the targets' preferred layer / stream) and its mean weight.
+
+    Blocks named `<group>:<block>` (MEG streams, combined backbones) also get `share`: per group, the mean over
+    targets of its blocks' summed weight (e.g. each backbone's share per vertex, averaged).
+    """
     block_weight = np.asarray(block_weight, dtype=np.float64).reshape(-1, len(names))
-    return {"preferred": dict(zip(names, preferred_block_fractions(block_weight).tolist())),
-            "mean_weight": dict(zip(names, block_weight.mean(0).tolist()))}
+    summary = {"preferred": dict(zip(names, preferred_block_fractions(block_weight).tolist())),
+               "mean_weight": dict(zip(names, block_weight.mean(0).tolist()))}
+    groups = [name.split(":")[0] for name in names]
+    if all(":" in name for name in names):
+        summary["share"] = {group: float(block_weight[:, [g == group for g in groups]].sum(1).mean())
+                            for group in dict.fromkeys(groups)}
+    return summary
 
 
 def preferred_block_fractions(block_weight: np.ndarray) -> np.ndarray:

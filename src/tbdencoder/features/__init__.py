@@ -1,8 +1,7 @@
-"""Frozen deep-network features of stimuli: open_clip ViT blocks -> class token and pooled patch grid."""
+"""Frozen deep-network features of stimuli from a backbone registry (open_clip, timm, torchvision)."""
 
-from tbdencoder.features.backbones import (
+from tbdencoder.features.backbone_registry import (
     BackboneSpec,
-    Preprocess,
     WeightsUnavailableError,
     load_backbone,
     resolve_backbone,
@@ -11,7 +10,6 @@ from tbdencoder.features.extract import extract_features, read_stimuli
 
 __all__ = [
     "BackboneSpec",
-    "Preprocess",
     "WeightsUnavailableError",
     "extract_features",
     "load_backbone",

@@ -1,8 +1,11 @@
-"""Layer-wise ViT features of a stimulus set, cached by content and resumable after a kill.
+"""Layer-wise features of a stimulus set from any registered backbone, cached by content, resumable after a kill.
 
-Output HDF5: `stimulus_id`, `content_hash` (n,) in stimuli.h5 row order; per requested block L
-`layers/blockLL/cls` (n, width) and `layers/blockLL/grid` (n, g*g*width), the patch tokens
-average-pooled to a g x g grid and flattened as (row, col, channel); provenance in attrs.
+Output HDF5: `stimulus_id`, `content_hash` (n,) in stimuli.h5 row order; per requested layer L (the
+library's name: `block06`, `features.10`) `layers/L/global` (n, C), for spatial layers `layers/L/grid`
+(n, g*g*C) and, with map_size, `layers/L/map` (n, h*w*C), flattened as (row, col, channel); with
+embedding, `embedding` (n, d). Each dataset's `shape` attr is its per-row shape (C,), (g, g, C), (h, w, C).
+Provenance in attrs: library, model, weights, preprocessing (JSON), layers, grid and map sizes, cache key.
+See features.backbone_registry for what each token is.
 """
 
 from __future__ import annotations
@@ -11,27 +14,28 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import open_clip
+import timm
 import torch
-import torch.nn.functional as F
+import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import tbdencoder
 from tbdencoder.data.stimuli import load_rgb
-from tbdencoder.features.backbones import BackboneSpec, load_backbone, resolve_backbone
+from tbdencoder.features.backbone_registry import BackboneSpec, load_backbone, resolve_backbone
 from tbdencoder.io import atomic_path, get_logger, text_sha256
 from tbdencoder.device import resolve_device
 
 log = get_logger("features.extract")
 
-FORMAT_VERSION = "features-v1"  # bump when the computation or layout changes, to invalidate caches
+FORMAT_VERSION = "features-v2"  # bump when the computation or layout changes, to invalidate caches
 TARGET_CHUNK_BYTES = 1 << 20
 
 
@@ -100,8 +104,11 @@ def extract_features(
     model_name: str,
     pretrained: str | None,
     random_init: bool,
-    layers: list[int],
+    layers: list,
     grid_size: int,
+    library: str = "open_clip",
+    map_size: int | None = None,
+    embedding: bool = False,
     batch_size: int = 32,
     num_workers: int = 0,
     device: str = "auto",
@@ -113,96 +120,84 @@ def extract_features(
     A complete cache file is reused without touching the model; a partial one is resumed from its last
     checkpoint (logged after each batch is flushed to it).
     """
-    spec = resolve_backbone(model_name, pretrained, random_init)
-    layers = _check_layers(layers, spec.depth)
+    spec = resolve_backbone(library, model_name, pretrained, random_init, layers)
     if grid_size < 1:
         raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    if map_size is not None and map_size < 1:
+        raise ValueError(f"map_size must be >= 1 or None, got {map_size}")
     stimuli = read_stimuli(stimuli_path)
-    attrs = feature_attrs(spec, stimuli, layers, grid_size, seed)
+    attrs = feature_attrs(spec, stimuli, grid_size, map_size, embedding, seed)
     final = Path(cache_dir) / f"{attrs['cache_key']}.h5"
     if final.exists():
         log.info("cache hit: %s", final)
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
-        _compute(final, stimuli, spec, attrs, layers, grid_size, batch_size, num_workers, resolve_device(device), seed)
+        _compute(final, stimuli, spec, attrs, grid_size, map_size, embedding, batch_size, num_workers,
+                 resolve_device(device), seed)
     _materialise(final, out_path)
     log.info("wrote %s", out_path)
     return Path(out_path)
 
 
-def feature_attrs(spec: BackboneSpec, stimuli: Stimuli, layers: list[int], grid_size: int, seed: int) -> dict:
+def feature_attrs(spec: BackboneSpec, stimuli: Stimuli, grid_size: int, map_size: int | None, embedding: bool,
+                  seed: int) -> dict:
     """The output file's attrs, including its cache key."""
     stimuli_hash = text_sha256(*stimuli.hashes)
-    preprocess = asdict(spec.preprocess)
+    preprocess = json.dumps(spec.preprocess, sort_keys=True)
     cache_key = text_sha256(
         FORMAT_VERSION,
         stimuli_hash,
         text_sha256(*stimuli.ids),  # ids are stored in the output, so they key it too
+        spec.library,
         spec.model_name,
         spec.identity,
         f"random_init={spec.random_init}",
         f"seed={seed}",
-        f"layers={layers}",
+        f"layers={list(spec.layers)}",
         f"grid_size={grid_size}",
-        json.dumps(preprocess, sort_keys=True),
+        f"map_size={map_size}",
+        f"embedding={embedding}",
+        preprocess,
     )
     return {
+        "library": spec.library,
         "model_name": spec.model_name,
         "pretrained": spec.pretrained or "",
         "random_init": spec.random_init,
         "seed": seed,
-        "layers": np.array(layers, dtype=np.int64),
+        "layers": list(spec.layers),
         "grid_size": grid_size,
-        "image_size": np.array(preprocess["image_size"], dtype=np.int64),
-        "mean": np.array(preprocess["mean"]),
-        "std": np.array(preprocess["std"]),
-        "interpolation": preprocess["interpolation"],
-        "resize_mode": preprocess["resize_mode"],
+        "map_size": -1 if map_size is None else map_size,
+        "embedding": embedding,
+        "preprocess": preprocess,
         "stimuli_hash": stimuli_hash,
         "cache_key": cache_key,
         "tbdencoder_version": tbdencoder.__version__,
-        "open_clip_version": open_clip.__version__,
-        "torch_version": str(torch.__version__),
+        "library_versions": json.dumps({"open_clip": open_clip.__version__, "timm": timm.__version__,
+                                        "torchvision": torchvision.__version__, "torch": str(torch.__version__)}),
     }
 
 
-def layer_group(layer: int) -> str:
-    return f"layers/block{layer:02d}"
-
-
-def _check_layers(layers: list[int], depth: int) -> list[int]:
-    layers = sorted(set(int(layer) for layer in layers))
-    if not layers or layers[0] < 1 or layers[-1] > depth:
-        raise ValueError(f"layers must be block indices in 1..{depth}, got {layers}")
-    return layers
-
-
-def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, layers: list[int], grid_size: int,
-             batch_size: int, num_workers: int, device: torch.device, seed: int) -> None:
+def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, grid_size: int, map_size: int | None,
+             embedding: bool, batch_size: int, num_workers: int, device: torch.device, seed: int) -> None:
     """Fill `{key}.partial.h5` (resuming it if present), then rename it to `final`."""
-    visual, preprocess = load_backbone(spec, seed)
-    if preprocess != spec.preprocess:
-        raise RuntimeError(f"open_clip preprocessing {preprocess} differs from the cache key's {spec.preprocess}")
-    visual.to(device, memory_format=torch.channels_last)
+    backbone = load_backbone(spec, seed).to(device)
     partial = final.with_name(f"{final.stem}.partial.h5")
-    columns = _feature_columns(layers, visual.transformer.width, grid_size)
-    with _open_partial(partial, stimuli, attrs, columns) as h5:
-        _fill(h5, stimuli, preprocess.transform(), visual, layers, grid_size, batch_size, num_workers, device)
+    with _open_partial(partial, stimuli, attrs) as h5:
+        _fill(h5, stimuli, backbone, grid_size, map_size, embedding, batch_size, num_workers, device)
         del h5["done"]
     os.replace(partial, final)
-    log.info("features of %d stimuli, columns: %s", len(stimuli.ids), columns)
+    with h5py.File(final, "r") as h5:
+        shapes = {name: tuple(h5[name].attrs["shape"]) for name in _feature_datasets(h5)}
+    log.info("features of %d stimuli, per-row shapes: %s", len(stimuli.ids), shapes)
 
 
-def _feature_columns(layers: list[int], width: int, grid_size: int) -> dict[str, int]:
-    """Dataset name -> number of columns."""
-    columns = {}
-    for layer in layers:
-        columns[f"{layer_group(layer)}/cls"] = width
-        columns[f"{layer_group(layer)}/grid"] = grid_size * grid_size * width
-    return columns
+def _feature_datasets(h5: h5py.File) -> list[str]:
+    names = [f"layers/{layer}/{token}" for layer in h5.get("layers", {}) for token in h5[f"layers/{layer}"]]
+    return names + (["embedding"] if "embedding" in h5 else [])
 
 
-def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, columns: dict[str, int]) -> h5py.File:
+def _open_partial(path: Path, stimuli: Stimuli, attrs: dict) -> h5py.File:
     """Reopen a partial file from an interrupted run with the same cache key, else start a new one."""
     if path.exists():
         try:
@@ -214,16 +209,15 @@ def _open_partial(path: Path, stimuli: Stimuli, attrs: dict, columns: dict[str, 
             log.warning("partial file %s is unreadable (%s)", path, error)
         log.warning("discarding partial file %s", path)
         path.unlink()
-    return _create_partial(path, stimuli, attrs, columns)
+    return _create_partial(path, stimuli, attrs)
 
 
-def _create_partial(path: Path, stimuli: Stimuli, attrs: dict, columns: dict[str, int]) -> h5py.File:
+def _create_partial(path: Path, stimuli: Stimuli, attrs: dict) -> h5py.File:
+    """ids, hashes and the done mask; the feature datasets are created by the first batch (their shapes)."""
     n = len(stimuli.ids)
     h5 = h5py.File(path, "w")
     for name, values in (("stimulus_id", stimuli.ids), ("content_hash", stimuli.hashes)):
         h5.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(), chunks=(min(n, 4096),))
-    for name, cols in columns.items():
-        h5.create_dataset(name, shape=(n, cols), dtype="f4", chunks=_row_chunks(n, cols))
     h5.create_dataset("done", shape=(n,), dtype=bool, chunks=(min(n, 4096),))
     h5.attrs.update(attrs)  # written last: a partial file without a cache_key is discarded
     h5.flush()
@@ -234,7 +228,7 @@ def _row_chunks(n: int, cols: int) -> tuple[int, int]:
     return max(1, min(n, TARGET_CHUNK_BYTES // (4 * cols))), cols
 
 
-def _fill(h5: h5py.File, stimuli: Stimuli, transform, visual, layers: list[int], grid_size: int,
+def _fill(h5: h5py.File, stimuli: Stimuli, backbone, grid_size: int, map_size: int | None, embedding: bool,
           batch_size: int, num_workers: int, device: torch.device) -> None:
     """Compute every not-yet-done distinct image once, writing each batch to all rows that share it."""
     copies = stimuli.copies()
@@ -242,39 +236,20 @@ def _fill(h5: h5py.File, stimuli: Stimuli, transform, visual, layers: list[int],
     todo = [row for row in copies if not done[row]]
     log.info("%d stimuli, %d distinct images, %d already done; device %s",
              len(done), len(copies), len(copies) - len(todo), device)
-    loader = DataLoader(StimulusDataset(stimuli, todo, transform), batch_size=batch_size,
+    loader = DataLoader(StimulusDataset(stimuli, todo, backbone.transform), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     written = int(done.sum())
     start = time.perf_counter()
     with tqdm(total=len(copies), initial=len(copies) - len(todo), unit="img", desc="features") as bar:
         for images, rows in loader:
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            written += _write_batch(h5, rows.tolist(), layer_features(visual, images, layers, grid_size), copies)
+            images = images.to(device, non_blocking=True)
+            features = backbone.features(images, grid_size, map_size, embedding)
+            written += _write_batch(h5, rows.tolist(), features, copies)
             log.info("checkpoint: %d of %d rows written to %s", written, len(done), h5.filename)
             bar.update(len(rows))
     elapsed = time.perf_counter() - start
     log.info("computed %d images in %.1f s (%.1f images/s) on %s",
              len(todo), elapsed, len(todo) / max(elapsed, 1e-9), device)
-
-
-def layer_features(visual, images: torch.Tensor, layers: list[int], grid_size: int) -> dict[str, torch.Tensor]:
-    """One forward pass up to the deepest requested block -> {dataset name: (batch, cols) float32 on CPU}."""
-    with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16,
-                                                enabled=images.device.type == "cuda"):
-        out = visual.forward_intermediates(
-            images,
-            indices=[layer - 1 for layer in layers],
-            stop_early=True,  # blocks after the deepest requested one never run
-            intermediates_only=True,
-            output_fmt="NCHW",
-            output_extra_tokens=True,
-        )
-    features = {}
-    for layer, patches, prefix in zip(layers, out["image_intermediates"], out["image_intermediates_prefix"]):
-        pooled = F.adaptive_avg_pool2d(patches.float(), grid_size)  # (batch, width, g, g)
-        features[f"{layer_group(layer)}/cls"] = prefix[:, 0].float().cpu()
-        features[f"{layer_group(layer)}/grid"] = pooled.permute(0, 2, 3, 1).flatten(1).cpu()
-    return features
 
 
 def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tensor],
@@ -284,8 +259,15 @@ def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tenso
     sources = np.array([i for i, row in enumerate(rows) for _ in copies[row]])
     order = np.argsort(targets)  # h5py writes need increasing row indices
     targets, sources = targets[order], sources[order]
-    for name, values in features.items():
-        h5[name][targets] = values.numpy()[sources]
+    n = len(h5["done"])
+    for key, values in features.items():
+        name = key if key == "embedding" else f"layers/{key}"
+        values = values.numpy()
+        if name not in h5:
+            columns = int(np.prod(values.shape[1:]))
+            h5.create_dataset(name, shape=(n, columns), dtype="f4", chunks=_row_chunks(n, columns))
+            h5[name].attrs["shape"] = values.shape[1:]
+        h5[name][targets] = values.reshape(len(values), -1)[sources]
     h5["done"][targets] = True
     h5.flush()
     return len(targets)

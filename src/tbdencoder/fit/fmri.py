@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from tbdencoder.data.responses import Responses, read_rois, read_targets
-from tbdencoder.features.featureset import FeatureSet
+from tbdencoder.features.featureset import FeatureSet, load_model_features
 from tbdencoder.fit.driver import Rows, checkpoint_dir, fit_by_folds, fixed_split, read_artifacts, write_artifacts
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import FAMILIES, Encoder
@@ -53,11 +53,16 @@ def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _features(features_path: str | Path, ids: list[str], spec: dict[str, Any]) -> FeatureSet:
-    return FeatureSet.load(features_path, ids, spec["layers"], spec["tokens"])
+def _paths(features: str | Path | list[str | Path]) -> list[str]:
+    """One features file per backbone of the model (a single path for a single backbone)."""
+    return [str(features)] if isinstance(features, (str, Path)) else [str(path) for path in features]
 
 
-def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: str, model_name: str,
+def _features(features: str | Path | list[str | Path], ids: list[str], spec: dict[str, Any]) -> FeatureSet:
+    return load_model_features(_paths(features), ids, spec)
+
+
+def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str | Path, hemisphere: str, model_name: str,
              spec: dict[str, Any], out_path: str | Path, device: str = "auto") -> None:
     """Fit on the training rows, predict the scored rows and the submission images, save everything."""
     start = time.perf_counter()
@@ -72,8 +77,7 @@ def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: 
     fits = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows), targets=targets,
                         device=device, checkpoint_dir=checkpoints, label=f"{responses.subject} {hemisphere} {model_name}")
     prediction, (state,) = fits.prediction, fits.states
-    with h5py.File(features_path, "r") as h5:
-        random_init = bool(h5.attrs.get("random_init", False))
+    random_init = any(_random_init(path) for path in _paths(features_path))
     n_test = len(responses.test_stimulus_id)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         h5["test_prediction"] = prediction[:n_test]
@@ -85,8 +89,8 @@ def fit_fmri(features_path: str | Path, responses_path: str | Path, hemisphere: 
         h5["block_sizes"] = train.X.block_sizes
         h5.attrs.update(
             subject=responses.subject, hemisphere=hemisphere, model=model_name, family=spec["family"],
-            backbone=spec["backbone"], layers=spec["layers"], tokens=spec["tokens"],
-            spec=json.dumps(spec, sort_keys=True), random_init_features=random_init, features=str(features_path),
+            backbone=json.dumps(spec["backbone"]), layers=json.dumps(spec["layers"]), tokens=spec["tokens"],
+            spec=json.dumps(spec, sort_keys=True), random_init_features=random_init, features=json.dumps(_paths(features_path)),
             responses=str(responses_path), training_sha256=training_sha256(train.X, train.Y),
         )
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -103,12 +107,23 @@ class FittedModel:
     model: Encoder
     spec: dict[str, Any]
 
-    def predict(self, features_path: str | Path, stimulus_ids: list[str]) -> np.ndarray:
-        """(n, V) predictions for stimuli of a features file (the same backbone and layers as the fit)."""
+    def predict(self, features_path: str | Path | list[str | Path], stimulus_ids: list[str]) -> np.ndarray:
+        """(n, V) predictions for stimuli of a features file (the same backbone and layers as the fit; one file
+        per backbone for a model combining several)."""
         return self.model.predict(_features(features_path, stimulus_ids, self.spec))
 
 
-def load_fitted(fit_path: str | Path, features_path: str | Path | None = None,
+def _random_init(features_path: str) -> bool:
+    with h5py.File(features_path, "r") as h5:
+        return bool(h5.attrs.get("random_init", False))
+
+
+def _stored_paths(value: str) -> list[str]:
+    """The features files a fit was made from (a JSON list; older fits hold one plain path)."""
+    return json.loads(value) if value.startswith("[") else [value]
+
+
+def load_fitted(fit_path: str | Path, features_path: str | Path | list[str | Path] | None = None,
                 responses_path: str | Path | None = None, device: str = "auto") -> FittedModel:
     """The fitted model of a fits file, reloaded by its family from the stored state and the training data.
 
@@ -121,7 +136,7 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | None = None,
         state = {key: h5[key][:] for key in h5 if key not in ("test_prediction", "submission_prediction",
                                                                 "feature_blocks", "block_sizes", "folds")}
         state.update(read_artifacts(h5))
-    features_path = features_path or attrs["features"]
+    features_path = features_path or _stored_paths(attrs["features"])
     responses_path = responses_path or attrs["responses"]
     X = _features(features_path, Responses.read(responses_path).train_stimulus_id, spec)
     Y = read_targets(responses_path, str(attrs["hemisphere"]), "train")
@@ -131,8 +146,8 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | None = None,
     return FittedModel(FAMILIES[spec["family"]].reload(state, X, Y, device=device), spec)
 
 
-def predict_stimuli(fit_path: str | Path, features_path: str | Path, out_path: str | Path, *,
-                    train_features: str | Path | None = None, responses_path: str | Path | None = None,
+def predict_stimuli(fit_path: str | Path, features_path: str | Path | list[str | Path], out_path: str | Path, *,
+                    train_features: str | Path | list[str | Path] | None = None, responses_path: str | Path | None = None,
                     device: str = "auto") -> None:
     """Predict every stimulus of a features file (e.g. your own images) with a stored fit.
 
@@ -140,7 +155,7 @@ def predict_stimuli(fit_path: str | Path, features_path: str | Path, out_path: s
     """
     start = time.perf_counter()
     fitted = load_fitted(fit_path, train_features, responses_path, device)
-    with h5py.File(features_path, "r") as h5:
+    with h5py.File(_paths(features_path)[0], "r") as h5:
         stimulus_ids = list(h5["stimulus_id"].asstr()[:])
     with h5py.File(fit_path, "r") as h5:
         attrs = {key: h5.attrs[key] for key in ("model", "subject", "hemisphere")}

@@ -45,7 +45,7 @@ class MegRows:
     subject: str
     fixation_id: np.ndarray  # (n,) str
     scene_id: np.ndarray  # (n,) str
-    X: FeatureSet  # the streams' blocks side by side (`foveal:block06/cls`, ...)
+    X: FeatureSet  # the streams' blocks side by side (`foveal:block06/global`, ...)
     Y: np.ndarray  # (n, channels * times) float32, z-scored per target
     ch_names: list[str]
     times: np.ndarray

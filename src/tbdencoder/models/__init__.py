@@ -3,9 +3,10 @@
 from tbdencoder.models.banded_ridge import BandedRidgeEncoder
 from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.mlp import MLPEncoder
+from tbdencoder.models.pca_linear import PcaLinearEncoder
 from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "MLPEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]

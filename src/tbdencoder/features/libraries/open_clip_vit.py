@@ -1,0 +1,249 @@
+"""open_clip ViT vision towers (library `open_clip`): any model name and pretrained tag it lists, or a local
+checkpoint; offline-first weight resolution; open_clip's own preprocessing.
+
+Layers are 1-based transformer blocks (`block06`). A block's `global` token is its class token; the
+`embedding` is the tower's output: the image embedding in the joint image-text space (after the
+projection), what contrastive alignment to CLIP needs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from huggingface_hub import try_to_load_from_cache
+from open_clip.constants import HF_WEIGHTS_NAME
+from open_clip.pretrained import _get_safe_alternatives  # open_clip's own .safetensors preference
+from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+from open_clip.transformer import VisionTransformer
+
+from tbdencoder.features.backbone_registry import (
+    HF_HOST,
+    NETWORK_TIMEOUT_S,
+    BackboneSpec,
+    WeightsUnavailableError,
+    pooled_tokens,
+    reachable,
+    register_library,
+    vit_layer_name,
+)
+from tbdencoder.io import file_sha256, get_logger
+
+log = get_logger("features.open_clip")
+
+OPENAI_URL_CACHE = Path("~/.cache/clip")  # where open_clip stores weights fetched by URL
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """open_clip's inference preprocessing: resize, centre crop, normalise."""
+
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    resize_mode: str
+
+    @classmethod
+    def from_open_clip(cls, cfg: dict) -> Preprocess:
+        size = cfg["size"]
+        return cls(
+            image_size=(size, size) if isinstance(size, int) else tuple(size),
+            mean=tuple(float(m) for m in cfg["mean"]),
+            std=tuple(float(s) for s in cfg["std"]),
+            interpolation=cfg["interpolation"],
+            resize_mode=cfg["resize_mode"],
+        )
+
+    def open_clip_cfg(self) -> dict:
+        return {**asdict(self), "size": self.image_size}
+
+    def transform(self):
+        """PIL image -> normalised (3, H, W) float tensor."""
+        return image_transform_v2(
+            PreprocessCfg(
+                size=self.image_size,
+                mean=self.mean,
+                std=self.std,
+                interpolation=self.interpolation,
+                resize_mode=self.resize_mode,
+            ),
+            is_train=False,
+        )
+
+
+@register_library("open_clip")
+class OpenClipViT:
+    """The vision tower of an open_clip model, its preprocessing and its layer features (one pass)."""
+
+    def __init__(self, spec: BackboneSpec, visual: VisionTransformer, preprocess: Preprocess):
+        self.spec = spec
+        self.visual = visual
+        self.transform = preprocess.transform()
+
+    @staticmethod
+    def resolve(model_name: str, pretrained: str | None, random_init: bool, layers: list) -> BackboneSpec:
+        """Check the model, weights and layers and derive the preprocessing (no network, no model building)."""
+        vision_cfg = _vision_cfg(model_name)
+        tag_cfg = _check_weights_choice(model_name, pretrained, random_init)
+        if random_init:
+            identity = "random-init"
+        elif tag_cfg:
+            identity = f"tag:{pretrained}"
+        else:
+            identity = f"sha256:{file_sha256(pretrained)}"
+        preprocess_cfg = merge_preprocess_dict(PreprocessCfg(), tag_cfg)
+        preprocess_cfg["size"] = vision_cfg["image_size"]
+        blocks = _check_blocks(model_name, layers, vision_cfg["layers"])
+        return BackboneSpec(
+            library="open_clip", model_name=model_name, pretrained=pretrained, random_init=random_init,
+            identity=identity, layers=tuple(vit_layer_name(b) for b in blocks), spatial=(True,) * len(blocks),
+            preprocess={"library": "open_clip", **asdict(Preprocess.from_open_clip(preprocess_cfg))},
+            extra={"tag_cfg": tag_cfg, "blocks": blocks},
+        )
+
+    @staticmethod
+    def load(spec: BackboneSpec, seed: int) -> "OpenClipViT":
+        """Build the model, keep only its vision tower (eval mode), with its preprocessing checked against the spec's."""
+        tag_cfg = spec.extra["tag_cfg"]
+        if spec.random_init:
+            log.warning("%s: features come from a RANDOM-INIT network (seed %d), not pretrained weights",
+                        spec.model_name, seed)
+            checkpoint = None
+        elif tag_cfg:
+            checkpoint = tag_checkpoint(spec)
+        else:
+            checkpoint = spec.pretrained
+        expected = Preprocess(**{k: v for k, v in spec.preprocess.items() if k != "library"})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(
+                spec.model_name,
+                pretrained=checkpoint,
+                # the tag's weights were trained with QuickGELU: build the matching activation
+                force_quick_gelu=tag_cfg.get("quick_gelu", False),
+                force_preprocess_cfg=expected.open_clip_cfg(),
+                pretrained_image=False,
+                pretrained_text=False,
+            )
+        visual = model.visual.eval()
+        preprocess = Preprocess.from_open_clip(visual.preprocess_cfg)
+        if preprocess != expected:
+            raise RuntimeError(f"open_clip preprocessing {preprocess} differs from the cache key's {expected}")
+        return OpenClipViT(spec, visual, preprocess)
+
+    def to(self, device: torch.device) -> "OpenClipViT":
+        self.visual.to(device, memory_format=torch.channels_last)
+        return self
+
+    def features(self, images: torch.Tensor, grid_size: int, map_size: int | None,
+                 embedding: bool) -> dict[str, torch.Tensor]:
+        """One pass (stopping after the deepest block unless the embedding is asked for)."""
+        blocks = self.spec.extra["blocks"]
+        with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16,
+                                                    enabled=images.device.type == "cuda"):
+            out = self.visual.forward_intermediates(
+                images.to(memory_format=torch.channels_last),
+                indices=[block - 1 for block in blocks],
+                stop_early=not embedding,  # blocks after the deepest requested one never run
+                intermediates_only=not embedding,
+                output_fmt="NCHW",
+                output_extra_tokens=True,
+            )
+        features = {}
+        for name, patches, prefix in zip(self.spec.layers, out["image_intermediates"], out["image_intermediates_prefix"]):
+            features.update(pooled_tokens(name, patches, grid_size, map_size, global_vector=prefix[:, 0]))
+        if embedding:
+            features["embedding"] = out["image_features"].float().cpu()
+        return features
+
+
+def tag_checkpoint(spec: BackboneSpec) -> str:
+    """Local file of a pretrained tag's weights: the cache first, a download only if the hub is reachable."""
+    tag_cfg = spec.extra["tag_cfg"]
+    cached = cached_tag_checkpoint(tag_cfg)
+    if cached:
+        log.info("%s/%s: using cached weights %s", spec.model_name, spec.pretrained, cached)
+        return cached
+    if not reachable(*HF_HOST, timeout=NETWORK_TIMEOUT_S):
+        raise WeightsUnavailableError(_unavailable_message(spec))
+    log.info("%s/%s: downloading weights", spec.model_name, spec.pretrained)
+    return open_clip.download_pretrained(tag_cfg)
+
+
+def cached_tag_checkpoint(tag_cfg: dict) -> str | None:
+    """Path of the tag's weights if already on disk (HF cache or open_clip's URL cache), else None."""
+    if "file" in tag_cfg:
+        return tag_cfg["file"]
+    if tag_cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        for name in [*_get_safe_alternatives(filename), filename]:
+            hit = try_to_load_from_cache(repo_id, name)
+            if isinstance(hit, str):
+                return hit
+    elif tag_cfg.get("url"):
+        local = OPENAI_URL_CACHE.expanduser() / os.path.basename(tag_cfg["url"])
+        if local.is_file():
+            return str(local)
+    return None
+
+
+def _vision_cfg(model_name: str) -> dict:
+    cfg = open_clip.get_model_config(model_name) if model_name in open_clip.list_models() else None
+    if cfg is None:
+        close = difflib.get_close_matches(model_name, open_clip.list_models(), n=5, cutoff=0.4)
+        raise ValueError(
+            f"unknown open_clip model {model_name!r}; did you mean one of {close}? "
+            "(all names: open_clip.list_models())"
+        )
+    vision_cfg = cfg["vision_cfg"]
+    if "timm_model_name" in vision_cfg or not isinstance(vision_cfg.get("layers"), int):
+        raise ValueError(f"{model_name}: only open_clip VisionTransformer towers are supported")
+    return vision_cfg
+
+
+def _check_blocks(model_name: str, layers: list, depth: int) -> list[int]:
+    """1-based block indices, sorted, each in 1..depth."""
+    if not layers or any(not isinstance(layer, int) or isinstance(layer, bool) or not 1 <= layer <= depth
+                         for layer in layers):
+        raise ValueError(f"{model_name}: layers must be transformer block indices in 1..{depth}, got {layers}")
+    return sorted(set(layers))
+
+
+def _check_weights_choice(model_name: str, pretrained: str | None, random_init: bool) -> dict:
+    """Validate pretrained/random_init; return the open_clip cfg when `pretrained` is a tag, else {}."""
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if random_init:
+        if pretrained is not None:
+            raise ValueError(f"{model_name}: random_init is true, so pretrained must be null (got {pretrained!r})")
+        return {}
+    if pretrained is None:
+        raise ValueError(
+            f"{model_name}: no weights chosen. Set pretrained to an open_clip tag (for this model: {tags}) "
+            "or to a local checkpoint path, or set random_init: true to use a random-init network (smoke tests only)."
+        )
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not tag_cfg and not Path(pretrained).is_file():
+        raise FileNotFoundError(
+            f"pretrained checkpoint not found: {pretrained} "
+            f"(it is not a known open_clip tag for {model_name} either; tags: {tags})"
+        )
+    return tag_cfg
+
+
+def _unavailable_message(spec: BackboneSpec) -> str:
+    tag_cfg = spec.extra["tag_cfg"]
+    repo = os.path.split(tag_cfg.get("hf_hub", ""))[0] or tag_cfg.get("url", "")
+    return (
+        f"pretrained weights for model {spec.model_name!r}, tag {spec.pretrained!r} are not in the local cache "
+        f"and {HF_HOST[0]}:{HF_HOST[1]} is unreachable. Provide them in one of these ways:\n"
+        f"  1. on a machine with network access run `huggingface-cli download {repo}` (or run this step once "
+        "with network) and make that Hugging Face cache (HF_HOME / HF_HUB_CACHE) available here;\n"
+        "  2. set `pretrained:` in params.yaml to the path of a local checkpoint file;\n"
+        "  3. set `random_init: true` (with `pretrained: null`) for a smoke test on a random-init network."
+    )
