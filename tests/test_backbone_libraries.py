@@ -11,6 +11,7 @@ import time
 
 import pytest
 import timm
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -385,3 +386,33 @@ def test_registry_loads_both_libraries():
         loaded = load_backbone(resolve_backbone(library, model_name, None, True, layers), seed=0)
         assert loaded.spec.library == library and library in backbone_registry.LIBRARIES
         assert loaded.to(torch.device("cpu")) is loaded
+
+
+@pytest.mark.parametrize("model_name", ["RN50", "convnext_tiny"])
+def test_open_clip_cnn_towers_yield_their_stages_in_one_pass(model_name):
+    """open_clip's ModifiedResNet (RN50) and timm trunk (ConvNeXt) towers: stages named stage1..4, each stage's
+    global vector the average of its map, maps equal to running the stages by hand, the embedding equal to the
+    tower's output (CLIP's joint space)."""
+    spec = resolve_backbone("open_clip", model_name, None, True, [4, 2])
+    assert spec.layers == ("stage2", "stage4") and all(spec.spatial)
+    backbone = load_backbone(spec, seed=0)
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    features = backbone.features(images, grid_size=2, map_size=64, embedding=True)
+    visual = backbone.visual
+    with torch.no_grad():
+        if model_name == "RN50":
+            x = visual.stem(images)
+            maps = [x := stage(x) for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4)]
+        else:
+            x = visual.trunk.stem(images)
+            maps = [x := stage(x) for stage in visual.trunk.stages]
+        expected_embedding = visual(images)
+    for stage in (2, 4):
+        by_hand = maps[stage - 1]
+        np.testing.assert_allclose(features[f"stage{stage}/map"].numpy(), by_hand.permute(0, 2, 3, 1).numpy(),
+                                   atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(features[f"stage{stage}/global"].numpy(), by_hand.mean((2, 3)).numpy(),
+                                   atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(features["embedding"].numpy(), expected_embedding.numpy(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"stage indices in 1..4, got \[5\]"):
+        resolve_backbone("open_clip", model_name, None, True, [5])

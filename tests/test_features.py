@@ -24,7 +24,7 @@ from torchvision import transforms as T
 
 from tbdencoder.features import WeightsUnavailableError, extract_features, load_backbone, resolve_backbone
 from tbdencoder.features import backbone_registry, extract
-from tbdencoder.features.libraries import open_clip_vit
+from tbdencoder.features.libraries import open_clip_tower
 
 TINY = "tbd-test-tiny-vit"
 TINY_CFG = {  # 32 px images, 8 px patches -> a 4 x 4 patch grid; 3 blocks of width 32
@@ -48,8 +48,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def offline(monkeypatch, tmp_path):
     """Empty weight caches and an unreachable hub, whatever machine runs the tests."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    monkeypatch.setattr(open_clip_vit, "OPENAI_URL_CACHE", tmp_path / "clip_cache")
-    monkeypatch.setattr(open_clip_vit, "HF_HOST", UNROUTABLE)
+    monkeypatch.setattr(open_clip_tower, "OPENAI_URL_CACHE", tmp_path / "clip_cache")
+    monkeypatch.setattr(open_clip_tower, "HF_HOST", UNROUTABLE)
 
 
 def images(n: int, seed: int = 0) -> np.ndarray:
@@ -373,7 +373,7 @@ def test_uncached_tag_fails_fast_with_guidance(tmp_path, monkeypatch):
         raise AssertionError("a download was attempted")
 
     monkeypatch.setattr(backbone_registry.socket, "create_connection", blackhole)
-    monkeypatch.setattr(open_clip_vit, "NETWORK_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(open_clip_tower, "NETWORK_TIMEOUT_S", 0.01)
     monkeypatch.setattr(open_clip, "download_pretrained", no_download)
     stimuli = write_pixels(tmp_path / "stimuli.h5", images(1))
     try:
@@ -403,7 +403,7 @@ def test_unpooled_maps_and_the_clip_embedding_come_from_the_same_pass(tmp_path):
     assert attrs["map_size"] == 8 and attrs["embedding"]
     np.testing.assert_allclose(read(capped)[0]["layers/block03/map"], data["layers/block03/grid"], atol=1e-6)
     visual = load_backbone(resolve_backbone("open_clip", TINY, None, True, [1, 3]), seed=0).visual
-    preprocess = open_clip_vit.Preprocess(**{k: v for k, v in json.loads(attrs["preprocess"]).items()
+    preprocess = open_clip_tower.Preprocess(**{k: v for k, v in json.loads(attrs["preprocess"]).items()
                                              if k != "library"}).transform()
     with torch.no_grad():
         expected = visual(torch.stack([preprocess(Image.fromarray(p)) for p in pixels]))

@@ -1,9 +1,14 @@
-"""open_clip ViT vision towers (library `open_clip`): any model name and pretrained tag it lists, or a local
+"""open_clip vision towers (library `open_clip`): any model name and pretrained tag it lists, or a local
 checkpoint; offline-first weight resolution; open_clip's own preprocessing.
 
-Layers are 1-based transformer blocks (`block06`). A block's `global` token is its class token; the
-`embedding` is the tower's output: the image embedding in the joint image-text space (after the
-projection), what contrastive alignment to CLIP needs.
+Towers and their layers (1-based indices in params):
+- VisionTransformer (ViT-B-32, ViT-L-14, ...): transformer blocks, named `block06`; a block's `global`
+  token is its class token;
+- ModifiedResNet (RN50, RN101, RN50x4, ...): its four stages `layer1`..`layer4`, named `stage1`..`stage4`;
+- timm trunks (convnext_base, convnext_large_d, ...): the trunk's stages, named `stage1`, ...;
+  a CNN stage's `global` token is the average of its map.
+The `embedding` is the tower's output: the image embedding in the joint image-text space (after the
+attention pool / head and projection), what contrastive alignment to CLIP needs.
 """
 
 from __future__ import annotations
@@ -14,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import open_clip
+import timm
 import torch
 from huggingface_hub import try_to_load_from_cache
 from open_clip.constants import HF_WEIGHTS_NAME
 from open_clip.pretrained import _get_safe_alternatives  # open_clip's own .safetensors preference
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
-from open_clip.transformer import VisionTransformer
 
 from tbdencoder.features.backbone_registry import (
     HF_HOST,
@@ -77,10 +82,10 @@ class Preprocess:
 
 
 @register_library("open_clip")
-class OpenClipViT:
+class OpenClipTower:
     """The vision tower of an open_clip model, its preprocessing and its layer features (one pass)."""
 
-    def __init__(self, spec: BackboneSpec, visual: VisionTransformer, preprocess: Preprocess):
+    def __init__(self, spec: BackboneSpec, visual: torch.nn.Module, preprocess: Preprocess):
         self.spec = spec
         self.visual = visual
         self.transform = preprocess.transform()
@@ -98,16 +103,20 @@ class OpenClipViT:
             identity = f"sha256:{file_sha256(pretrained)}"
         preprocess_cfg = merge_preprocess_dict(PreprocessCfg(), tag_cfg)
         preprocess_cfg["size"] = vision_cfg["image_size"]
-        blocks = _check_blocks(model_name, layers, vision_cfg["layers"])
+        kind = _tower_kind(vision_cfg)
+        blocks = _check_blocks(model_name, layers, _tower_depth(kind, vision_cfg), kind)
+        names = [vit_layer_name(b) if kind == "vit" else f"stage{b}" for b in blocks]
+        # forward_intermediates' indices: ViT blocks and timm stages from 0, ModifiedResNet's 0 is its stem
+        indices = [b if kind == "resnet" else b - 1 for b in blocks]
         return BackboneSpec(
             library="open_clip", model_name=model_name, pretrained=pretrained, random_init=random_init,
-            identity=identity, layers=tuple(vit_layer_name(b) for b in blocks), spatial=(True,) * len(blocks),
+            identity=identity, layers=tuple(names), spatial=(True,) * len(blocks),
             preprocess={"library": "open_clip", **asdict(Preprocess.from_open_clip(preprocess_cfg))},
-            extra={"tag_cfg": tag_cfg, "blocks": blocks},
+            extra={"tag_cfg": tag_cfg, "blocks": blocks, "indices": indices, "kind": kind},
         )
 
     @staticmethod
-    def load(spec: BackboneSpec, seed: int) -> "OpenClipViT":
+    def load(spec: BackboneSpec, seed: int) -> "OpenClipTower":
         """Build the model, keep only its vision tower (eval mode), with its preprocessing checked against the spec's."""
         tag_cfg = spec.extra["tag_cfg"]
         if spec.random_init:
@@ -134,29 +143,31 @@ class OpenClipViT:
         preprocess = Preprocess.from_open_clip(visual.preprocess_cfg)
         if preprocess != expected:
             raise RuntimeError(f"open_clip preprocessing {preprocess} differs from the cache key's {expected}")
-        return OpenClipViT(spec, visual, preprocess)
+        return OpenClipTower(spec, visual, preprocess)
 
-    def to(self, device: torch.device) -> "OpenClipViT":
+    def to(self, device: torch.device) -> "OpenClipTower":
         self.visual.to(device, memory_format=torch.channels_last)
         return self
 
     def features(self, images: torch.Tensor, grid_size: int, map_size: int | None,
                  embedding: bool) -> dict[str, torch.Tensor]:
         """One pass (stopping after the deepest block unless the embedding is asked for)."""
-        blocks = self.spec.extra["blocks"]
+        vit = self.spec.extra["kind"] == "vit"
         with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16,
                                                     enabled=images.device.type == "cuda"):
             out = self.visual.forward_intermediates(
                 images.to(memory_format=torch.channels_last),
-                indices=[block - 1 for block in blocks],
+                indices=self.spec.extra["indices"],
                 stop_early=not embedding,  # blocks after the deepest requested one never run
                 intermediates_only=not embedding,
                 output_fmt="NCHW",
-                output_extra_tokens=True,
+                output_extra_tokens=vit,
             )
+        prefixes = out["image_intermediates_prefix"] if vit else [None] * len(self.spec.layers)
         features = {}
-        for name, patches, prefix in zip(self.spec.layers, out["image_intermediates"], out["image_intermediates_prefix"]):
-            features.update(pooled_tokens(name, patches, grid_size, map_size, global_vector=prefix[:, 0]))
+        for name, spatial_map, prefix in zip(self.spec.layers, out["image_intermediates"], prefixes):
+            features.update(pooled_tokens(name, spatial_map, grid_size, map_size,
+                                          global_vector=None if prefix is None else prefix[:, 0]))
         if embedding:
             features["embedding"] = out["image_features"].float().cpu()
         return features
@@ -201,17 +212,35 @@ def _vision_cfg(model_name: str) -> dict:
             f"unknown open_clip model {model_name!r}; did you mean one of {close}? "
             "(all names: open_clip.list_models())"
         )
-    vision_cfg = cfg["vision_cfg"]
-    if "timm_model_name" in vision_cfg or not isinstance(vision_cfg.get("layers"), int):
-        raise ValueError(f"{model_name}: only open_clip VisionTransformer towers are supported")
-    return vision_cfg
+    return cfg["vision_cfg"]
 
 
-def _check_blocks(model_name: str, layers: list, depth: int) -> list[int]:
-    """1-based block indices, sorted, each in 1..depth."""
+def _tower_kind(vision_cfg: dict) -> str:
+    if vision_cfg.get("timm_model_name"):
+        return "timm"
+    return "vit" if isinstance(vision_cfg.get("layers"), int) else "resnet"
+
+
+def _tower_depth(kind: str, vision_cfg: dict) -> int:
+    """Blocks of a ViT, stages of a CNN tower (a timm trunk is built on the meta device: no weights)."""
+    if kind == "vit":
+        return vision_cfg["layers"]
+    if kind == "resnet":
+        return len(vision_cfg["layers"])
+    with torch.device("meta"):
+        trunk = timm.create_model(vision_cfg["timm_model_name"], pretrained=False)
+    if not hasattr(trunk, "stages") or not hasattr(trunk, "forward_intermediates"):
+        raise ValueError(f"timm trunk {vision_cfg['timm_model_name']!r}: only trunks with stages and "
+                         "forward_intermediates (ConvNeXt, ...) are supported")
+    return len(trunk.stages)
+
+
+def _check_blocks(model_name: str, layers: list, depth: int, kind: str) -> list[int]:
+    """1-based block (ViT) or stage (CNN tower) indices, sorted, each in 1..depth."""
     if not layers or any(not isinstance(layer, int) or isinstance(layer, bool) or not 1 <= layer <= depth
                          for layer in layers):
-        raise ValueError(f"{model_name}: layers must be transformer block indices in 1..{depth}, got {layers}")
+        what = "transformer block" if kind == "vit" else "stage"
+        raise ValueError(f"{model_name}: layers must be {what} indices in 1..{depth}, got {layers}")
     return sorted(set(layers))
 
 
