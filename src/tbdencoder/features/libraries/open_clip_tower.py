@@ -26,16 +26,8 @@ from open_clip.constants import HF_WEIGHTS_NAME
 from open_clip.pretrained import _get_safe_alternatives  # open_clip's own .safetensors preference
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from tbdencoder.features.backbone_registry import (
-    HF_HOST,
-    NETWORK_TIMEOUT_S,
-    BackboneSpec,
-    WeightsUnavailableError,
-    pooled_tokens,
-    reachable,
-    register_library,
-    vit_layer_name,
-)
+from tbdencoder.features.backbone_registry import HF_HOST, NETWORK_TIMEOUT_S, BackboneSpec, WeightsUnavailableError
+from tbdencoder.features.backbone_registry import pooled_tokens, reachable, register_library, vit_layer_name
 from tbdencoder.io import file_sha256, get_logger
 
 log = get_logger("features.open_clip")
