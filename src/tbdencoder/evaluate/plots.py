@@ -37,7 +37,7 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
     first = metrics["models"][models[0]][hemis[0]]
     use_score = first["challenge_score"] is not None
     key, label = ("median_score", "median noise-normalised score (%)") if use_score else ("median_r", "median Pearson r")
-    fig, axes = plt.subplots(len(hemis), 1, figsize=(11, 3.2 * len(hemis)), squeeze=False)
+    fig, axes = plt.subplots(len(hemis), 1, figsize=(13, 3.2 * len(hemis)), squeeze=False)
     for ax, hemi in zip(axes[:, 0], hemis):
         rois = [(c, roi) for c in roi_classes for roi in metrics["models"][models[0]][hemi]["roi"].get(c, {})]
         x = np.arange(len(rois))
@@ -49,7 +49,7 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
         ax.set_ylabel(label)
         ax.set_title(f"{metrics['subject']} {hemi} ({metrics['eval_split']} split)")
         ax.axhline(0, color="black", linewidth=0.5)
-    axes[0, 0].legend(fontsize="small", ncol=len(models))
+    axes[0, 0].legend(title="model", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     title = fmri_title(metrics["subject"], "per-ROI scores", bool(metrics.get("random_init_features")))
     if metrics.get("random_init_features"):
         suptitle(fig, title)
