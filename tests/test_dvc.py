@@ -167,11 +167,13 @@ TINY = {
                           "image_size_px": 64},
                  "meg": {"n_sessions": 2, "n_trials_per_session": 6, "n_scenes": 12}},
     "features": {"backbones": {"clip_vitb32": {"model": "ViT-S-32", "layers": [1, 2], "batch_size": 64}}},
-    "models": {**{name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid", "mlp_cls")},
-               "devkit_alexnet": {"n_components": 20}, "clip_alexnet_banded": {"layers": {"clip_vitb32": [1, 2]}}},
+    "models": {**{name: {"layers": [1, 2]} for name in ("ridge_cls", "ridge_grid", "roi_ridge", "banded_grid")},
+               "mlp_cls": {"layers": [1, 2], "max_epochs": 10}, "devkit_alexnet": {"n_components": 20},
+               "clip_alexnet_banded": {"layers": {"clip_vitb32": [1, 2]}, "n_gammas": 4}},
     "fit": {"alphas": [1.0, 100.0, 10000.0], "cv_folds": 3},
     "meg": {"subjects": [1, 2], "heldout_subjects": [60],
-            "models": {name: {"layers": [1, 2]} for name in ("foveal", "dual", "dual_banded", "dual_mlp")},
+            "models": {**{name: {"layers": [1, 2]} for name in ("foveal", "dual", "dual_banded")},
+                       "dual_mlp": {"layers": [1, 2], "max_epochs": 10}},
             "fit": {"outer_folds": 3, "inner_folds": 3}},
 }
 
