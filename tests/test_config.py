@@ -15,18 +15,18 @@ def params():
 
 
 def test_shipped_params_are_valid():
-    assert load_params(PARAMS)["fit"]["cv_folds"] >= 2
+    assert load_params(PARAMS)["fmri"]["fit"]["cv_folds"] >= 2
 
 
 def test_wrong_type_names_key_and_expectation(params):
-    params["fit"]["cv_folds"] = "five"
-    with pytest.raises(ParamsError, match=r"key 'fit.cv_folds': 'five' is not of type 'integer'"):
+    params["fmri"]["fit"]["cv_folds"] = "five"
+    with pytest.raises(ParamsError, match=r"key 'fmri.fit.cv_folds': 'five' is not of type 'integer'"):
         validate_params(params)
 
 
 def test_unknown_key_is_an_error(params):
-    params["fit"]["alpha_grid"] = [1, 2]
-    with pytest.raises(ParamsError, match=r"key 'fit'.*'alpha_grid' was unexpected"):
+    params["fmri"]["fit"]["alpha_grid"] = [1, 2]
+    with pytest.raises(ParamsError, match=r"key 'fmri.fit'.*'alpha_grid' was unexpected"):
         validate_params(params)
     bad = copy.deepcopy(params)
     bad["modles"] = {}
@@ -35,13 +35,13 @@ def test_unknown_key_is_an_error(params):
 
 
 def test_cross_references_checked(params):
-    params["models"]["ridge_cls"]["backbone"] = "nope"
-    with pytest.raises(ParamsError, match=r"models.ridge_cls.backbone.*'nope'"):
+    params["fmri"]["models"]["ridge_cls"]["backbone"] = "nope"
+    with pytest.raises(ParamsError, match=r"fmri.models.ridge_cls.backbone.*'nope'"):
         validate_params(params)
 
 
 def test_model_layers_must_be_extracted(params):
-    params["models"]["ridge_cls"]["layers"] = [5]
+    params["fmri"]["models"]["ridge_cls"]["layers"] = [5]
     with pytest.raises(ParamsError, match=r"layers \[5\] are not extracted"):
         validate_params(params)
 
@@ -53,8 +53,8 @@ def test_weights_choice_is_explicit(params):
 
 
 def test_roi_ridge_needs_roi_class(params):
-    del params["models"]["roi_ridge"]["roi_class"]
-    with pytest.raises(ParamsError, match="roi_class"):
+    del params["fmri"]["models"]["roi_ridge"]["roi_class"]
+    with pytest.raises(ParamsError, match=r"key 'fmri.models.roi_ridge': 'roi_class' is a required property"):
         validate_params(params)
 
 
@@ -94,9 +94,9 @@ def test_simulating_meg_needs_the_meg_section(params):
 
 @pytest.mark.parametrize("section, bad", [("fit", float("nan")), ("fit", float("inf")), ("meg", float("nan"))])
 def test_alphas_must_be_finite(params, section, bad):
-    fit = params["meg"]["fit"] if section == "meg" else params["fit"]
+    fit = params["meg"]["fit"] if section == "meg" else params["fmri"]["fit"]
     fit["alphas"] = [1.0, bad]
-    key = "meg.fit.alphas" if section == "meg" else "fit.alphas"
+    key = "meg.fit.alphas" if section == "meg" else "fmri.fit.alphas"
     with pytest.raises(ParamsError, match=rf"key '{key}.1': {bad} is not a finite number > 0"):
         validate_params(params)
 
@@ -104,7 +104,7 @@ def test_alphas_must_be_finite(params, section, bad):
 def test_yaml_nan_alpha_is_refused(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(PARAMS.read_text().replace("alphas: [1.0e-1,", "alphas: [.nan,", 1))
-    with pytest.raises(ParamsError, match=rf"{path}: key 'fit.alphas.0': nan"):
+    with pytest.raises(ParamsError, match=rf"{path}: key 'fmri.fit.alphas.0': nan"):
         load_params(path)
 
 
@@ -142,18 +142,18 @@ def test_a_model_combining_backbones_maps_each_to_its_layers(params):
     params["features"]["backbones"]["alexnet"] = ALEXNET
     model = {"family": "banded_ridge", "backbone": ["clip_vitb32", "alexnet"], "tokens": ["global"],
              "layers": {"clip_vitb32": [6, 12], "alexnet": ["features.12", "classifier.5"]}}
-    params["models"]["combined"] = model
+    params["fmri"]["models"]["combined"] = model
     validate_params(params)
-    params["models"]["combined"] = {**model, "layers": [6, 12]}
-    with pytest.raises(ParamsError, match=r"models.combined.layers': expected .* a mapping of each of the backbones"):
+    params["fmri"]["models"]["combined"] = {**model, "layers": [6, 12]}
+    with pytest.raises(ParamsError, match=r"fmri.models.combined.layers': expected .* a mapping of each of the backbones"):
         validate_params(params)
-    params["models"]["combined"] = {**model, "layers": {"clip_vitb32": [6], "alexnet": ["features.5"]}}
-    with pytest.raises(ParamsError, match=r"models.combined.layers': layers \['features.5'\] are not extracted by "
+    params["fmri"]["models"]["combined"] = {**model, "layers": {"clip_vitb32": [6], "alexnet": ["features.5"]}}
+    with pytest.raises(ParamsError, match=r"fmri.models.combined.layers': layers \['features.5'\] are not extracted by "
                                           r"backbone 'alexnet'"):
         validate_params(params)
 
 
-@pytest.mark.parametrize("drop", [("meg",), ("fmri", "models", "fit", "evaluation")])
+@pytest.mark.parametrize("drop", [("meg",), ("fmri",)])
 def test_either_half_alone_is_valid(params, drop):
     for key in drop:
         params.pop(key)
@@ -162,10 +162,55 @@ def test_either_half_alone_is_valid(params, drop):
 
 
 def test_a_params_file_needs_a_half(params):
-    for key in ("fmri", "meg", "models", "fit", "evaluation"):
+    for key in ("fmri", "meg"):
         params.pop(key)
+    params.pop("simulate")
     with pytest.raises(ParamsError, match="expected an 'fmri' section, a 'meg' section or both"):
         validate_params(params)
-    params["fit"] = {"alphas": [1.0], "cv_folds": 5, "seed": 0}
-    with pytest.raises(ParamsError, match="'fmri' is a dependency of 'fit'"):
+
+
+@pytest.mark.parametrize("key", ["models", "fit", "evaluation"])
+def test_keys_of_the_old_layout_say_where_they_moved(params, key):
+    params[key] = params["fmri"].pop(key)
+    with pytest.raises(ParamsError, match=rf"params.yaml: key '{key}': moved to 'fmri.{key}'"):
         validate_params(params)
+
+
+@pytest.mark.parametrize("modality, model, key, value, message", [
+    ("fmri", "ridge_cls", "hidden_units", 64,
+     r"key 'fmri.models.ridge_cls.hidden_units': not a setting of family ridge \(it takes no hyper-parameters\); "
+     r"'hidden_units' is a setting of mlp"),
+    ("meg", "dual", "n_gammas", 4, r"key 'meg.models.dual.n_gammas': not a setting of family ridge.*of banded_ridge"),
+    ("fmri", "banded_grid", "n_components", 5, r"banded_ridge \(it takes n_gammas\); 'n_components' is a setting of "
+                                                r"pca_linear"),
+    ("fmri", "mlp_cls", "hidden_unit", 5, r"key 'fmri.models.mlp_cls.hidden_unit': not a setting of family mlp "
+                                          r"\(it takes hidden_units, dropout"),
+    ("fmri", "mlp_cls", "hidden_units", 64.0, r"key 'fmri.models.mlp_cls.hidden_units': 64.0 is not of type 'integer'"),
+    ("fmri", "banded_grid", "n_gammas", 4.0, r"banded_grid.n_gammas': 4.0 is not of type 'integer'"),
+    ("fmri", "ridge_cls", "streams", ["foveal"], r"fmri.models.ridge_cls.streams': fMRI models have no crop streams"),
+    ("meg", "dual", "family", "roi_ridge", r"meg.models.dual.family': roi_ridge runs for fmri only, not meg"),
+    ("meg", "dual", "backbone", ["clip_vitb32", "alexnet"], r"meg.models.dual.backbone': a MEG model reads one"),
+])
+def test_a_model_takes_the_keys_of_its_family_only(params, modality, model, key, value, message):
+    params[modality]["models"][model][key] = value
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)
+
+
+def test_integers_written_as_floats_are_refused(params):
+    params["fmri"]["fit"]["cv_folds"] = 3.0
+    with pytest.raises(ParamsError, match=r"fmri.fit.cv_folds': 3.0 is not of type 'integer'"):
+        validate_params(params)
+
+
+def test_family_defaults_live_in_the_schema():
+    from tbdencoder.config import family_defaults, load_schema
+    from tbdencoder.models import FAMILIES, build_encoder
+
+    families = load_schema()["$defs"]["families"]
+    assert set(families) == set(FAMILIES)
+    assert family_defaults("mlp")["hidden_units"] == 512 and family_defaults("banded_ridge") == {"n_gammas": 20}
+    for family, entry in families.items():
+        assert entry["description"] and all(p["description"] for p in entry["properties"].values()), family
+    model = build_encoder({"family": "mlp", "max_epochs": 7, "seed": 1, "alphas": [1.0], "cv_folds": 3})
+    assert model.hidden_units == 512 and model.settings.max_epochs == 7

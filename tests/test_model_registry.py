@@ -81,13 +81,14 @@ def test_model_specs_are_validated_naming_the_key():
     good = {"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["global"], "alphas": [1.0], "cv_folds": 3,
             "seed": 0}
     assert parse_model_spec(json.dumps(good), "fmri") == good
-    with pytest.raises(ParamsError, match=r"key '<top>': Additional properties are not allowed \('shrink'"):
+    assert parse_model_spec(json.dumps({**good, "family": "banded_ridge"}), "fmri")["n_gammas"] == 20  # the default
+    with pytest.raises(ParamsError, match=r"key '<spec>.shrink': not a setting of family ridge"):
         parse_model_spec(json.dumps({**good, "shrink": 0.5}), "fmri")
     with pytest.raises(ParamsError, match=r"key 'alphas.0': nan is not a finite number > 0"):
         parse_model_spec(json.dumps({**good, "alphas": [float("nan")]}), "fmri")
     meg = {**good, "outer_folds": 4, "inner_folds": 3}
     del meg["cv_folds"]
-    with pytest.raises(ParamsError, match="'streams' is a required property"):
+    with pytest.raises(ParamsError, match="a MEG model needs 'streams'"):
         parse_model_spec(json.dumps(meg), "meg")
     assert parse_model_spec(json.dumps({**meg, "streams": ["foveal"]}), "meg")["streams"] == ["foveal"]
     with pytest.raises(ParamsError, match="not valid JSON"):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
+import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,34 @@ class ParamsError(ValueError):
     """params.yaml does not match the schema or refers to something undefined."""
 
 
+# Keys of earlier params layouts -> where they live now.
+MOVED_KEYS = {"models": "fmri.models", "fit": "fmri.fit", "evaluation": "fmri.evaluation"}
+# An integer is an int: 64.0 is refused (it would fail later inside a job, e.g. as a layer width).
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)),
+)
+
+
+@functools.cache
 def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _errors(instance: Any, schema: dict[str, Any], source: str, prefix: str = "") -> list[str]:
+    """Schema violations of `instance` as '<source>: key '<prefix.path>': <message>' lines."""
+    validator = _Validator({**schema, "$defs": load_schema()["$defs"]})
+    lines = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+        key = ".".join([prefix] * bool(prefix) + list(map(str, error.absolute_path))) or "<top>"
+        lines.append(f"{source}: key '{key}': {error.message}")
+    return lines
+
+
+def _raise(lines: list[str]) -> None:
+    if lines:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines))
 
 
 def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -26,13 +53,55 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
 
     Errors name the source file, the offending key path and what was expected.
     """
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"{source}: key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors]
-        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines))
+    moved = [key for key in MOVED_KEYS if key in params]
+    _raise([f"{source}: key '{key}': moved to '{MOVED_KEYS[key]}' (fMRI's models, fit and evaluation now sit "
+            f"under 'fmri:', as MEG's sit under 'meg:')" for key in moved])
+    _raise(_errors(params, load_schema(), source))
+    for modality in ("fmri", "meg"):
+        for name, spec in params.get(modality, {}).get("models", {}).items():
+            _raise(check_model(spec, modality, source, f"{modality}.models.{name}"))
     _check_references(params, source)
     return params
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """A family's hyper-parameters with their schema defaults (required ones without a default left out)."""
+    properties = load_schema()["$defs"]["families"][family]["properties"]
+    return {key: value["default"] for key, value in properties.items() if "default" in value}
+
+
+def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with its family's defaults for the hyper-parameters it leaves out."""
+    return {**family_defaults(spec["family"]), **spec}
+
+
+def check_model(spec: dict[str, Any], modality: str, source: str, key: str) -> list[str]:
+    """What is wrong with one model entry (without the fit settings): the schema of its family, the family
+    runs for `modality`, and the keys only one modality has."""
+    lines = _errors(spec, load_schema()["$defs"]["model"], source, key)
+    families = load_schema()["$defs"]["families"]
+    if lines or spec["family"] not in families:
+        return lines
+    family = families[spec["family"]]
+    if modality not in family["modalities"]:
+        return [f"{source}: key '{key}.family': {spec['family']} runs for {' and '.join(family['modalities'])} "
+                f"only, not {modality}"]
+    common = load_schema()["$defs"]["model"]["properties"]
+    for extra in sorted(set(spec) - set(common) - set(family["properties"])):
+        owners = sorted(name for name, entry in families.items() if extra in entry["properties"])
+        takes = ", ".join(family["properties"]) or "no hyper-parameters"
+        lines.append(f"{source}: key '{key}.{extra}': not a setting of family {spec['family']} (it takes {takes})"
+                     + (f"; '{extra}' is a setting of {', '.join(owners)}" if owners else ""))
+    own = {name: value for name, value in spec.items() if name in family["properties"]}
+    lines += _errors(own, {"type": "object", "properties": family["properties"],
+                           "required": family.get("required", [])}, source, key)
+    if modality == "meg" and "streams" not in spec:
+        lines.append(f"{source}: key '{key}': a MEG model needs 'streams' (foveal, parafoveal or both)")
+    if modality == "meg" and not isinstance(spec["backbone"], str):
+        lines.append(f"{source}: key '{key}.backbone': a MEG model reads one backbone, got {spec['backbone']}")
+    if modality == "fmri" and "streams" in spec:
+        lines.append(f"{source}: key '{key}.streams': fMRI models have no crop streams (a MEG setting)")
+    return lines
 
 
 def _check_references(params: dict[str, Any], source: str) -> None:
@@ -57,13 +126,14 @@ def _check_references(params: dict[str, Any], source: str) -> None:
 
 
 def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
-    _check_alphas("fit.alphas", params["fit"]["alphas"], source)
-    for name, spec in params["models"].items():
-        _check_model_features(f"models.{name}", spec, backbones, source)
-    if params["evaluation"]["submission_model"] not in params["models"]:
+    fmri = params["fmri"]
+    _check_alphas("fmri.fit.alphas", fmri["fit"]["alphas"], source)
+    for name, spec in fmri["models"].items():
+        _check_model_features(f"fmri.models.{name}", spec, backbones, source)
+    if fmri["evaluation"]["submission_model"] not in fmri["models"]:
         raise ParamsError(
-            f"{source}: key 'evaluation.submission_model': '{params['evaluation']['submission_model']}' "
-            f"is not one of models {sorted(params['models'])}"
+            f"{source}: key 'fmri.evaluation.submission_model': '{fmri['evaluation']['submission_model']}' "
+            f"is not one of fmri.models {sorted(fmri['models'])}"
         )
     sim = params.get("simulate", {}).get("fmri")
     if sim and sim["enabled"] and len(sim["n_vertices"]) != len(params["fmri"]["subjects"]):
@@ -141,31 +211,20 @@ def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> N
 
 
 def parse_model_spec(text: str, modality: str) -> dict[str, Any]:
-    """A model spec (JSON: a model entry with its modality's fit settings) checked against the params schema.
-
-    fMRI: a `models.<name>` entry with the keys of `fit`; MEG: a `meg.models.<name>` entry with `meg.fit`'s.
-    """
+    """A model spec (JSON: an `<modality>.models.<name>` entry with `<modality>.fit`'s keys), checked against
+    the params schema, with its family's defaults filled in."""
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParamsError(f"model spec: not valid JSON ({exc}): {text[:200]}") from exc
     if not isinstance(spec, dict):
         raise ParamsError(f"model spec: expected a JSON object, got {text[:200]}")
-    schema = load_schema()["properties"]
-    sections = {"fmri": (schema["models"], schema["fit"]),
-                "meg": (schema["meg"]["properties"]["models"], schema["meg"]["properties"]["fit"])}[modality]
-    model_schema, fit_schema = sections
-    fit_keys = set(fit_schema["properties"])
-    model_part = {key: value for key, value in spec.items() if key not in fit_keys}
-    fit_part = {key: value for key, value in spec.items() if key in fit_keys}
-    for part, part_schema in ((model_part, model_schema["additionalProperties"]), (fit_part, fit_schema)):
-        part_schema = {**part_schema, "$defs": load_schema()["$defs"]}
-        errors = sorted(jsonschema.Draft202012Validator(part_schema).iter_errors(part), key=lambda e: e.path)
-        if errors:
-            raise ParamsError("model spec: " + "; ".join(
-                f"key '{'.'.join(map(str, e.absolute_path)) or '<top>'}': {e.message}" for e in errors))
+    fit_schema = load_schema()["properties"][modality]["properties"]["fit"]
+    model_part = {key: value for key, value in spec.items() if key not in fit_schema["properties"]}
+    fit_part = {key: value for key, value in spec.items() if key in fit_schema["properties"]}
+    _raise(check_model(model_part, modality, "model spec", "<spec>") + _errors(fit_part, fit_schema, "model spec"))
     _check_alphas("alphas", spec["alphas"], "model spec")
-    return spec
+    return with_defaults(spec)
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

@@ -49,7 +49,9 @@ class Half:
 # the dataset folders are added by `_prepare_inputs` from the params.
 PHASES: dict[str, dict[str, Half]] = {
     "prepare": {
-        "fmri": Half(["prepare_fmri"], ["prepare_fmri"], ["fmri"], outs=["results/fmri"]),
+        "fmri": Half(["prepare_fmri"], ["prepare_fmri"], ["fmri.dataset_dir", "fmri.subjects", "fmri.hemispheres",
+                                                          "fmri.heldout_fraction", "fmri.split_seed", "fmri.roi_classes"],
+                     outs=["results/fmri"]),
         "meg": Half(["meg_fixations", "preprocess_meg", "meg_crops"], ["preprocess_meg", "meg_crops"],
                     ["meg.dataset_dir", "meg.subjects", "meg.heldout_subjects", "meg.screen", "meg.bad_fixations",
                      "meg.preprocessing", "meg.crops"], outs=["results/meg"]),
@@ -61,14 +63,14 @@ PHASES: dict[str, dict[str, Half]] = {
     },
     "fit": {
         "common": Half(deps=["results/features"], outs=["results/fits"]),
-        "fmri": Half(["fit"], ["fit"], ["fmri.subjects", "fmri.hemispheres", "models", "fit"], ["results/fmri"]),
+        "fmri": Half(["fit"], ["fit"], ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.fit"], ["results/fmri"]),
         "meg": Half(["fit_meg", "fit_meg_heldout"], ["fit_meg", "fit_meg_heldout"],
                     ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit"], ["results/meg"]),
     },
     "evaluate": {
         "common": Half(["merge_metrics"], [], deps=["results/fits", "workflow/report"],
                        outs=["results/metrics", "results/scores", "results/figures"]),
-        "fmri": Half(["evaluate"], [], ["fmri.subjects", "fmri.hemispheres", "models", "evaluation"],
+        "fmri": Half(["evaluate"], [], ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.evaluation"],
                      ["results/fmri"], ["results/submission"]),
         "meg": Half(["evaluate_meg"], [], ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.screen",
                                            "meg.noise_ceiling", "meg.evaluation"], ["results/meg"]),

@@ -1,12 +1,12 @@
 # Shared names and input functions.
 from tbdencoder.data.avs import subject_label
 
-# Each half is optional: a params file without `fmri` (and its models, fit, evaluation) runs the MEG
+# Each half is optional: a params file without `fmri` runs the MEG
 # half only, one without `meg` the fMRI half only.
 FMRI = config.get("fmri", {})
 SUBJECTS = FMRI.get("subjects", [])
 HEMISPHERES = FMRI.get("hemispheres", [])
-MODELS = config.get("models", {})
+MODELS = FMRI.get("models", {})
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = config.get("simulate", {}).get("fmri", {"enabled": False})
 MEG = config.get("meg", {})

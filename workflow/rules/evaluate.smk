@@ -33,8 +33,8 @@ if FMRI:
             submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
         params:
             submission_dir="results/submission/{subject}",
-            submission_model=config["evaluation"]["submission_model"],
-            roi_classes=join(config["evaluation"]["figure_roi_classes"]),
+            submission_model=FMRI["evaluation"]["submission_model"],
+            roi_classes=join(FMRI["evaluation"]["figure_roi_classes"]),
         log:
             "logs/evaluate/{subject}.log",
         conda:

@@ -6,7 +6,7 @@ rule fit:
     output:
         "results/fits/{subject}/{hemi}/{model}.h5",
     params:
-        spec=lambda wc: model_spec(MODELS[wc.model], config["fit"]),
+        spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
     log:
         "logs/fit/{subject}_{hemi}_{model}.log",
     conda:

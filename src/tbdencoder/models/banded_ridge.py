@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from tbdencoder.config import family_defaults
 from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.models.banded_ridge_solver import banded_ridge_cv, banded_ridge_fixed, candidate_gammas
 from tbdencoder.models.base import register
 from tbdencoder.models.ridge import cv_splits, set_offsets
+
+DEFAULTS = family_defaults("banded_ridge")
 
 
 @register("banded_ridge")
@@ -29,7 +32,8 @@ class BandedRidgeEncoder:
     cv_score_ (t,), block_names_.
     """
 
-    def __init__(self, alphas=(1.0,), cv_folds: int = 5, seed: int = 0, n_gammas: int = 20, device: str = "auto"):
+    def __init__(self, alphas=(1.0,), cv_folds: int = 5, seed: int = 0, n_gammas: int = DEFAULTS["n_gammas"],
+                 device: str = "auto"):
         self.alphas = alphas
         self.cv_folds = cv_folds
         self.seed = seed

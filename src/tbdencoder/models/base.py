@@ -7,8 +7,9 @@ samples are all just targets (columns of Y).
 A model spec is one JSON object: the model's entry of params.yaml (`family`, `backbone`, `layers`,
 `tokens`, `streams` for MEG crops, and the family's own hyper-parameters) together with the modality's
 fit settings (`alphas`, `cv_folds` = the folds a family uses to choose its own hyper-parameters, `seed`).
-`build_encoder` passes each family the keys its constructor names, so a new hyper-parameter travels from
-the schema to the family without any code in between.
+A family's hyper-parameters, their defaults and descriptions live in the params schema only
+(`$defs.families.<family>`); `build_encoder` fills the defaults and refuses keys of other families, so a
+new hyper-parameter travels from the schema to the family without any code in between.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tbdencoder.features.featureset import FeatureSet
 
 FAMILIES: dict[str, type] = {}
 FEATURE_KEYS = ("family", "backbone", "layers", "tokens", "streams")  # read by the driver, not by the family
+FIT_KEYS = ("alphas", "cv_folds", "seed", "outer_folds", "inner_folds")  # the modality's fit settings
 
 
 class Encoder(Protocol):
@@ -59,16 +61,27 @@ def register(name: str):
 
 
 def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None) -> Encoder:
-    """An unfitted model of `spec['family']` with the spec's hyper-parameters that its constructor takes.
+    """An unfitted model of `spec['family']`: its hyper-parameters from the spec, the schema's defaults for
+    those the spec leaves out, and the fit settings (`alphas`, `cv_folds`, `seed`) its constructor names.
 
+    A key that is neither a model key, a fit setting nor one of the family's hyper-parameters is refused.
     `device` and `checkpoint` (a file a gradient-trained family resumes from) go to families that take them.
     """
+    from tbdencoder.config import family_defaults, load_schema
+
     family = spec.get("family")
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
     cls = FAMILIES[family]
     accepted = inspect.signature(cls).parameters
-    kwargs = {key: value for key, value in spec.items() if key in accepted and key not in FEATURE_KEYS}
+    schema = load_schema()["$defs"]["families"].get(family)
+    # a family registered without a schema entry (one under development) takes what its constructor names
+    own = set(schema["properties"]) if schema else set(accepted) - set(FIT_KEYS)
+    unknown = sorted(set(spec) - set(FEATURE_KEYS) - set(FIT_KEYS) - own)
+    if unknown:
+        raise ValueError(f"model family {family!r} does not take {unknown}; its hyper-parameters are {sorted(own)}")
+    kwargs = {**(family_defaults(family) if schema else {}),
+              **{key: value for key, value in spec.items() if key in own or (key in FIT_KEYS and key in accepted)}}
     if "device" in accepted:
         kwargs["device"] = device
     if "checkpoint" in accepted:

@@ -15,8 +15,11 @@ import numpy as np
 from sklearn.decomposition import IncrementalPCA
 from sklearn.linear_model import LinearRegression
 
+from tbdencoder.config import family_defaults
 from tbdencoder.features.featureset import FeatureSet, as_matrix
 from tbdencoder.models.base import register
+
+DEFAULTS = family_defaults("pca_linear")
 
 
 @register("pca_linear")
@@ -26,7 +29,7 @@ class PcaLinearEncoder:
     Fitted attributes: pca_ (sklearn IncrementalPCA), regression_ (sklearn LinearRegression), train_r2_ (t,).
     """
 
-    def __init__(self, n_components: int = 100, batch_size: int = 300):
+    def __init__(self, n_components: int = DEFAULTS["n_components"], batch_size: int = DEFAULTS["batch_size"]):
         self.n_components = n_components
         self.batch_size = batch_size
 
