@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine with Python 3.11+, pip and venv:
 #   make run   install (once) and run the demo pipeline end to end
-#   make test  install (once) and run the test suite
+#   make test  install (once) and run the test suite (CI; the nightly tier apart)
+#   make test-nightly  the whole demo with every family, checked against the README's numbers
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test bench repro pull clean
+.PHONY: install run test test-nightly bench repro pull clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +27,10 @@ run: install
 	$(BIN)/dvc commit --force --quiet
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+test-nightly: install
+	$(BIN)/python -m pytest -q --durations=25 -m nightly
 
 # Performance comparisons (printed ratios, not pass/fail); QUICK=1 for smaller runs.
 bench: install

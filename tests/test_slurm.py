@@ -1,8 +1,8 @@
 """The workflow through workflow/profiles/slurm on a real one-node SLURM cluster (scripts/slurm_cluster.sh).
 
 The `cluster` tests start slurmctld, slurmd, slurmdbd, munged and mariadb on this machine (installing
-Debian's packages when missing; needs root), run the tiny workflow of test_workflow.py for one subject
-(every rule and model, half the jobs) with the slurm executor and locally, and compare.
+Debian's packages when missing; needs root), run the small workflow of tests/configs/small.yaml (every rule,
+one model per half) with the slurm executor and locally, and compare.
 Run alone: `.venv/bin/python -m pytest -q -m cluster tests/test_slurm.py`.
 """
 
@@ -20,15 +20,14 @@ import numpy as np
 import pytest
 import yaml
 
-from test_workflow import REPO, TINY_CONFIG
+from test_workflow import REPO
+from test_workflow import new_workdir as copy_workflow
 
 SCRIPT = REPO / "scripts/slurm_cluster.sh"
 PROFILE = REPO / "workflow/profiles/slurm/config.yaml"
 VENV_BIN = Path(sys.executable).parent
 ACCOUNT, PARTITION = "tbdtest", "debug"  # made by scripts/slurm_cluster.sh
-CONFIG = {**TINY_CONFIG, "fmri": {"subjects": ["subj01"]}, "meg": {**TINY_CONFIG["meg"], "subjects": [1]},
-          "simulate": {"fmri": {**TINY_CONFIG["simulate"]["fmri"], "n_vertices": [400]},
-                       "meg": TINY_CONFIG["simulate"]["meg"]}}
+CONFIG = REPO / "tests/configs/small.yaml"  # one model per half: every rule, few jobs
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -36,18 +35,13 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
     env = dict(env or os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("HDF5_USE_FILE_LOCKING", None)  # the slurm profile must set it
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args, "--configfile", "tiny.yaml"],
+        [sys.executable, "-m", "snakemake", *args],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,
     )
 
 
 def new_workdir(tmp_path_factory, name: str) -> Path:
-    workdir = tmp_path_factory.mktemp(name)
-    shutil.copy(REPO / "Snakefile", workdir)
-    shutil.copy(REPO / "params.yaml", workdir)
-    shutil.copytree(REPO / "workflow", workdir / "workflow")
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(CONFIG))
-    return workdir
+    return copy_workflow(tmp_path_factory.mktemp(name), CONFIG)
 
 
 def test_profile_requests_resources_per_rule(tmp_path_factory):

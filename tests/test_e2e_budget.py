@@ -1,0 +1,49 @@
+"""The end-to-end configs stay small: each selects its own models, and its job count is held to a budget.
+
+CI time grows with the jobs of its end-to-end runs (each job starts a process that imports torch), not
+with the families in the zoo: a new family adds its tiny settings to tests/test_family_contract.py, not
+a model here. Raising a budget is a decision to make CI slower: say so in the closing note.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import REPO, new_workdir
+
+# config -> (jobs at most, fMRI models, MEG models)
+BUDGETS = {
+    "science.yaml": (64, {"ridge_cls", "ridge_grid", "banded_grid", "mlp_cls"}, {"foveal", "dual", "dual_banded", "dual_mlp"}),
+    "small.yaml": (22, {"ridge_grid"}, {"foveal"}),
+}
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """{rule: jobs} that `snakemake --dry-run` schedules from nothing."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1"], cwd=workdir,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = (result.stdout + result.stderr).split("Job stats:")[1]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def test_every_e2e_config_is_budgeted():
+    assert {path.name for path in (REPO / "tests/configs").glob("*.yaml")} == set(BUDGETS)
+
+
+@pytest.mark.parametrize("config", sorted(BUDGETS))
+def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
+    budget, fmri_models, meg_models = BUDGETS[config]
+    params = yaml.safe_load((REPO / "tests/configs" / config).read_text())
+    assert set(params["fmri"]["models"]) == fmri_models and set(params["meg"]["models"]) == meg_models
+    jobs = planned_jobs(new_workdir(tmp_path, REPO / "tests/configs" / config))
+    total = jobs.pop("total")
+    assert total <= budget, (config, total, jobs)
+    n_fmri_units = len(params["fmri"]["subjects"]) * len(params["fmri"]["hemispheres"])
+    n_meg_units = len(params["meg"]["subjects"]) + len(params["meg"]["heldout_subjects"])
+    assert jobs["fit"] == n_fmri_units * len(fmri_models)
+    assert jobs.get("fit_meg", 0) + jobs.get("fit_meg_heldout", 0) == n_meg_units * len(meg_models)
