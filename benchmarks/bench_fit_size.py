@@ -54,6 +54,7 @@ def write_subject(folder: Path, n_train: int, n_heldout: int, n_sub: int, vertic
             rows = X[: n_train + n_heldout]
             Y = rows @ (weights / np.sqrt(8 * p)) + rng.standard_normal((len(rows), n_vertices), dtype=np.float32)
             h5[f"{hemi}/train"], h5[f"{hemi}/test"] = Y[:n_train], Y[n_train:]
+            h5[f"{hemi}/fsaverage_index"] = np.arange(Y.shape[1])
             labels = h5.create_dataset(f"{hemi}/roi/streams", data=rng.integers(0, 8, n_vertices).astype(np.int16))
             labels.attrs["names"] = '{"0": "Unknown", ' + ", ".join(f'"{i}": "roi{i}"' for i in range(1, 8)) + "}"
     return features, responses

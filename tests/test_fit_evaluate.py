@@ -213,6 +213,7 @@ def test_fixed_split_scores_are_unbiased_under_the_null(tmp_path):
         write_strings(h5, "submission_stimulus_id", ids[n_train:])
         h5["lh/train"] = rng.standard_normal((n_train, n_vertices)).astype(np.float32) + 5.0
         h5["lh/test"] = rng.standard_normal((n_test, n_vertices)).astype(np.float32) - 5.0
+        h5["lh/fsaverage_index"] = np.arange(n_vertices)
     fit_fmri(features, responses, "lh", "null", _spec("ridge", ["global"], [1.0, 100.0, 1e4], 5), tmp_path / "fit.h5",
              device="cpu")
     r = score_fit(responses, tmp_path / "fit.h5")[2]

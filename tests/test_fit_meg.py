@@ -43,6 +43,7 @@ def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=
         write_strings(group, "fixation_id", ids)
         write_strings(group, "sceneID", scenes)
         write_strings(h5, "channels/name", [f"MEG{c:03d}2" for c in range(n_channels)])
+        h5["channels/loc"] = np.tile(np.arange(n_channels, dtype=np.float64)[:, None] / 100, (1, 12))
         h5.attrs["subject"] = subject
     features = tmp_path / f"{subject}_features.h5"
     rows = [f"{i}_foveal" for i in ids] + [f"{i}_parafoveal" for i in ids]

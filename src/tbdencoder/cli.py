@@ -111,10 +111,22 @@ def _fit(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from tbdencoder.fit.fmri import predict_stimuli
+    import h5py
 
-    predict_stimuli(a.fit, a.features, a.out, train_features=a.train_features, responses_path=a.responses,
-                    device=a.device)
+    with h5py.File(a.fit, "r") as h5:
+        meg = "scheme" in h5.attrs  # MEG fits say how their folds were made
+    if meg:
+        from tbdencoder.fit.meg import predict_meg_stimuli
+
+        if len(a.features) != 1 or a.train_features or a.responses:
+            raise ValueError(f"{a.fit} is a MEG fit: give one --features file (crop features) and neither "
+                             "--train-features nor --responses (the fit names its training files)")
+        predict_meg_stimuli(a.fit, a.features[0], a.out, device=a.device)
+    else:
+        from tbdencoder.fit.fmri import predict_stimuli
+
+        predict_stimuli(a.fit, a.features, a.out, train_features=a.train_features, responses_path=a.responses,
+                        device=a.device)
 
 
 def _evaluate(a: argparse.Namespace) -> None:
@@ -263,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys")
     p.set_defaults(func=_fit)
 
-    p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fMRI fit")
-    p.add_argument("--fit", type=Path, required=True, help="a results/fits/<subject>/<hemi>/<model>.h5")
+    p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fit (fMRI or MEG)")
+    p.add_argument("--fit", type=Path, required=True,
+                   help="a results/fits/<subject>/<hemi>/<model>.h5 or results/fits/meg/<sub>/<model>.h5")
     p.add_argument("--features", type=Path, nargs="+", required=True,
                    help="features of the stimuli to predict (the model's backbones, one file each)")
     p.add_argument("--train-features", type=Path, nargs="+", default=None,

@@ -17,6 +17,7 @@ predictions, the fold of every predicted row and every fold's model state; the m
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,23 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
         model = build_encoder(spec, device, checkpoint).fit(train.X, train.Y, groups=train.groups,
                                                             subjects=train.subjects, targets=targets)
         rows = target.take(fold.predict)
-        prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects)
+        prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects, targets=targets)
         row_fold[fold.predict] = index
         states.append(model.state())
         artifacts.append(model.artifacts() if hasattr(model, "artifacts") else {})
         log.info("%s fold %d/%d: %s fitted on %d rows (%d left out), predicted %d rows", label, index + 1, len(folds),
                  spec["family"], int(fold.train.sum()), int((~fold.train).sum()), len(fold.predict))
     return FoldFits(prediction, row_fold, states, artifacts)
+
+
+def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
+    """Hex sha256 of the training features and targets (float32 bytes, shapes included)."""
+    digest = hashlib.sha256()
+    for array in (X.flat(), Y):
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def checkpoint_dir(out_path: str | Path) -> Path:

@@ -22,7 +22,6 @@ resumes from there, and the folder is removed once the fits file is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -33,24 +32,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbdencoder.data.cortex import LazyTargets, vertex_positions
 from tbdencoder.data.responses import Responses, read_rois, read_targets
 from tbdencoder.features.featureset import FeatureSet, load_model_features
-from tbdencoder.fit.driver import Rows, checkpoint_dir, fit_by_folds, fixed_split, read_artifacts, write_artifacts
+from tbdencoder.fit.driver import (Rows, checkpoint_dir, fit_by_folds, fixed_split, read_artifacts, training_sha256,
+                                   write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import FAMILIES, Encoder
 from tbdencoder.models.ridge import check_folds
 
 log = get_logger("fit")
-
-
-def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
-    """Hex sha256 of the training features and targets (float32 bytes, shapes included)."""
-    digest = hashlib.sha256()
-    for array in (X.flat(), Y):
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        digest.update(str(array.shape).encode())
-        digest.update(array.data)
-    return digest.hexdigest()
 
 
 def _paths(features: str | Path | list[str | Path]) -> list[str]:
@@ -60,6 +51,17 @@ def _paths(features: str | Path | list[str | Path]) -> list[str]:
 
 def _features(features: str | Path | list[str | Path], ids: list[str], spec: dict[str, Any]) -> FeatureSet:
     return load_model_features(_paths(features), ids, spec)
+
+
+def fmri_targets(responses_path: str | Path, hemisphere: str) -> dict[str, Any]:
+    """What a family may know about a hemisphere's vertices: ROI labels per class (`roi`), fsaverage indices,
+    and positions on the fsaverage sphere with both hemispheres in one frame (`data.cortex`; computed when
+    a family first reads `targets["positions"]`)."""
+    with h5py.File(responses_path, "r") as h5:
+        index = h5[hemisphere]["fsaverage_index"][:]
+    rois = {name: labels for name, (labels, _) in read_rois(responses_path, hemisphere).items()}
+    return LazyTargets({"roi": rois, "fsaverage_index": index, "hemisphere": hemisphere},
+                       {"positions": lambda: vertex_positions(index, hemisphere)})
 
 
 def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str | Path, hemisphere: str, model_name: str,
@@ -72,7 +74,7 @@ def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str |
     check_folds(spec["cv_folds"], train.X.n_rows, f"fit.cv_folds ({responses_path}, {hemisphere})")
     predicted_ids = responses.test_stimulus_id + responses.submission_stimulus_id
     target = Rows(_features(features_path, predicted_ids, spec))
-    targets = {"roi": {name: labels for name, (labels, _) in read_rois(responses_path, hemisphere).items()}}
+    targets = fmri_targets(responses_path, hemisphere)
     checkpoints = checkpoint_dir(out_path)
     fits = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows), targets=targets,
                         device=device, checkpoint_dir=checkpoints, label=f"{responses.subject} {hemisphere} {model_name}")

@@ -13,8 +13,10 @@ the one driver's (`fit.driver`).
 The spec (one JSON object): the model's `meg.models` entry with `meg.fit` (`alphas`, `outer_folds`,
 `inner_folds` = the folds a family uses for its own hyper-parameters, grouped by scene, and `seed`).
 Fits hold predictions, the outer fold of each row and the per-target state of the models (the median
-over folds) and each fold's artifacts (`folds/<k>/`: the MLP's weights and loss curves); evaluate_meg
-computes r within folds. A gradient-trained family checkpoints each fold to `<out>.checkpoints/` (removed
+over folds), and per fold its state and artifacts (`folds/<k>/state/*`; `folds/<k>/*`: the MLP's weights
+and loss curves); evaluate_meg computes r within folds. `load_fitted_meg` rebuilds each fold's model from
+them and its training rows (checked by sha256), and `predict_meg_stimuli` predicts new fixations with the
+mean of the fold models (`tbdencoder predict`). A gradient-trained family checkpoints each fold to `<out>.checkpoints/` (removed
 once the fits file is written), so a killed fit resumes. Layout: docs/meg.md (`results/fits/meg/<sub>/<model>.h5`).
 """
 
@@ -32,10 +34,13 @@ import numpy as np
 
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.features.featureset import FeatureSet
-from tbdencoder.fit.driver import FoldFits, Rows, checkpoint_dir, fit_by_folds, scene_folds, write_artifacts
+from tbdencoder.fit.driver import (Fold, Rows, checkpoint_dir, fit_by_folds, read_artifacts, scene_folds, training_sha256,
+                                   write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
+from tbdencoder.models.base import FAMILIES, Encoder
 
 log = get_logger("fit_meg")
+STATE = "state"  # fits files keep each fold's per-target state under folds/<k>/state/
 
 
 @dataclass
@@ -48,6 +53,7 @@ class MegRows:
     X: FeatureSet  # the streams' blocks side by side (`foveal:block06/global`, ...)
     Y: np.ndarray  # (n, channels * times) float32, z-scored per target
     ch_names: list[str]
+    sensor_positions: np.ndarray  # (channels, 3) m, device coordinates
     times: np.ndarray
     random_init_features: bool
 
@@ -83,9 +89,10 @@ def load_rows(epochs_path: str | Path, features_path: str | Path, streams: list[
     Y = ((Y - Y.mean(0)) / scale).astype(np.float32)
     with h5py.File(epochs_path, "r") as h5:
         ch_names = list(h5["channels/name"].asstr()[:])
+        sensor_positions = h5["channels/loc"][:, :3].astype(np.float32)
         subject = str(h5.attrs["subject"])
     scenes = fixations["sceneID"].astype(str).to_numpy()[keep]
-    return MegRows(subject, ids, scenes, X, Y, ch_names, np.asarray(times), random_init)
+    return MegRows(subject, ids, scenes, X, Y, ch_names, sensor_positions, np.asarray(times), random_init)
 
 
 def _family_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -93,51 +100,71 @@ def _family_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "cv_folds": spec["inner_folds"]}
 
 
-def _targets(rows: MegRows) -> dict[str, Any]:
-    """What a topographic family may use about the sensor x time targets (row-major: channel, then time)."""
-    return {"ch_names": rows.ch_names, "times": rows.times}
+def meg_targets(rows: MegRows) -> dict[str, Any]:
+    """What a family may know about the sensor x time targets (channel-major: channel, then time)."""
+    n_times = len(rows.times)
+    return {"ch_names": rows.ch_names, "times": rows.times, "sensor_positions": rows.sensor_positions,
+            "target_channel": np.repeat(np.arange(len(rows.ch_names)), n_times),
+            "target_time": np.tile(np.asarray(rows.times, dtype=np.float64), len(rows.ch_names))}
+
+
+@dataclass
+class MegProblem:
+    """What a MEG fit is made from, rebuilt identically for a reload: the pool, the subject predicted, folds."""
+
+    inputs: dict[str, Any]  # the files: epochs, features (+ train_epochs, train_features for a held-out subject)
+    pool: Rows
+    target: MegRows
+    folds: list[Fold]
+    scheme: str
+    train_subjects: list[str]
+
+
+def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: list[str] | None = None,
+                train_features: list[str] | None = None) -> MegProblem:
+    """Within subject (no training files): the subject's own rows, scene-grouped folds. Held-out subject: the
+    training subjects' rows (a shared sensor space) predict the subject's, each fold without its scenes."""
+    streams, layers, tokens = spec["streams"], spec["layers"], spec["tokens"]
+    target = load_rows(epochs, features, streams, layers, tokens)
+    inputs = {"epochs": str(epochs), "features": str(features)}
+    if train_epochs is None:
+        pool, scheme, train_subjects = target.rows(), "scene_cv", [target.subject]
+    else:
+        if len(train_epochs) != len(train_features) or not train_epochs:
+            raise ValueError(f"need one features file per training epochs file, got {len(train_epochs)} epochs "
+                             f"and {len(train_features)} features files")
+        parts = [load_rows(e, f, streams, layers, tokens) for e, f in zip(train_epochs, train_features)]
+        for path, rows in zip(train_epochs, parts):
+            if rows.ch_names != target.ch_names or not np.allclose(rows.times, target.times):
+                raise ValueError(f"{path}: channels or epoch times differ from {epochs}; a shared sensor space "
+                                 f"(same channel names and times) is needed to predict a held-out subject")
+        pool, scheme = Rows.stack([rows.rows() for rows in parts]), "heldout_subject"
+        train_subjects = [rows.subject for rows in parts]
+        inputs.update(train_epochs=[str(e) for e in train_epochs], train_features=[str(f) for f in train_features])
+    folds = scene_folds(target.scene_id, pool.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"],
+                        target.subject)
+    return MegProblem(inputs, pool, target, folds, scheme, train_subjects)
 
 
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
                     spec: dict[str, Any], device: str = "auto") -> None:
     """Out-of-fold predictions of one subject's epochs, folds grouped by scene."""
-    start = time.perf_counter()
-    rows = load_rows(epochs_path, features_path, spec["streams"], spec["layers"], spec["tokens"])
-    folds = scene_folds(rows.scene_id, rows.scene_id, spec["outer_folds"], spec["inner_folds"], spec["seed"],
-                        rows.subject)
-    fits = fit_by_folds(_family_spec(spec), rows.rows(), rows.rows(), folds, targets=_targets(rows), device=device,
-                        checkpoint_dir=checkpoint_dir(out_path), label=f"{rows.subject} {model_name}")
-    _write_fit(out_path, rows, fits, model_name=model_name, spec=spec, scheme="scene_cv",
-               train_subjects=[rows.subject], elapsed_s=time.perf_counter() - start)
+    _fit(meg_problem(spec, epochs_path, features_path), out_path, model_name, spec, device)
 
 
 def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | Path], epochs_path: str | Path,
                     features_path: str | Path, out_path: str | Path, *, model_name: str, spec: dict[str, Any],
                     device: str = "auto") -> None:
     """Predict a held-out subject from models trained on the other subjects (shared sensor space)."""
+    _fit(meg_problem(spec, epochs_path, features_path, train_epochs, train_features), out_path, model_name, spec,
+         device)
+
+
+def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[str, Any], device: str) -> None:
     start = time.perf_counter()
-    if len(train_epochs) != len(train_features) or not train_epochs:
-        raise ValueError(f"need one features file per training epochs file, got {len(train_epochs)} epochs "
-                         f"and {len(train_features)} features files")
-    streams, layers, tokens = spec["streams"], spec["layers"], spec["tokens"]
-    target = load_rows(epochs_path, features_path, streams, layers, tokens)
-    pool = [load_rows(e, f, streams, layers, tokens) for e, f in zip(train_epochs, train_features)]
-    for path, rows in zip(train_epochs, pool):
-        if rows.ch_names != target.ch_names or not np.allclose(rows.times, target.times):
-            raise ValueError(f"{path}: channels or epoch times differ from {epochs_path}; a shared sensor space "
-                             f"(same channel names and times) is needed to predict a held-out subject")
-    pooled = Rows.stack([rows.rows() for rows in pool])
-    folds = scene_folds(target.scene_id, pooled.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"],
-                        target.subject)
-    fits = fit_by_folds(_family_spec(spec), pooled, target.rows(), folds, targets=_targets(target), device=device,
-                        checkpoint_dir=checkpoint_dir(out_path), label=f"{target.subject} {model_name}")
-    _write_fit(out_path, target, fits, model_name=model_name, spec=spec,
-               scheme="heldout_subject", train_subjects=[rows.subject for rows in pool],
-               elapsed_s=time.perf_counter() - start)
-
-
-def _write_fit(out_path: str | Path, rows: MegRows, fits: FoldFits, *, model_name: str, spec: dict[str, Any], scheme: str,
-               train_subjects: list[str], elapsed_s: float) -> None:
+    rows = problem.target
+    fits = fit_by_folds(_family_spec(spec), problem.pool, rows.rows(), problem.folds, targets=meg_targets(rows),
+                        device=device, checkpoint_dir=checkpoint_dir(out_path), label=f"{rows.subject} {model_name}")
     shape = (len(rows.ch_names), len(rows.times))
     prediction, states = fits.prediction, fits.states
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
@@ -148,17 +175,95 @@ def _write_fit(out_path: str | Path, rows: MegRows, fits: FoldFits, *, model_nam
         for key in states[0]:  # per-target state (targets first, e.g. `alpha`): the median over folds
             median = np.median([state[key] for state in states], axis=0)
             h5[key] = median.reshape(*shape, *median.shape[1:])
-        write_artifacts(h5, fits.artifacts)
+        write_artifacts(h5, [{**artifacts, **{f"{STATE}/{key}": value for key, value in state.items()}}
+                             for state, artifacts in zip(states, fits.artifacts)])
         write_strings(h5, "feature_blocks", rows.X.names)
         h5["block_sizes"] = rows.X.block_sizes
         h5.attrs.update(
             subject=rows.subject, model=model_name, family=spec["family"], streams=spec["streams"],
             backbone=spec["backbone"], layers=spec["layers"], tokens=spec["tokens"], times=rows.times,
-            ch_names=rows.ch_names, scheme=scheme, n_folds=len(states), train_subjects=train_subjects,
-            random_init_features=rows.random_init_features, spec=json.dumps(spec, sort_keys=True),
+            ch_names=rows.ch_names, scheme=problem.scheme, n_folds=len(states),
+            train_subjects=problem.train_subjects, random_init_features=rows.random_init_features,
+            spec=json.dumps(spec, sort_keys=True), inputs=json.dumps(problem.inputs),
+            training_sha256=training_sha256(problem.pool.X, problem.pool.Y),
             prediction_units="z-score per sensor x time over the subject's fixations",
         )
     log.info("%s %s (%s, %s, %s): X %s, %d targets, %d folds; %.1f s%s", rows.subject, model_name, spec["family"],
-             scheme, "+".join(spec["streams"]), (rows.X.n_rows, sum(rows.X.block_sizes)), prediction.shape[1],
-             len(states), elapsed_s, " (features from a RANDOM-INIT network)" if rows.random_init_features else "")
+             problem.scheme, "+".join(spec["streams"]), (rows.X.n_rows, sum(rows.X.block_sizes)), prediction.shape[1],
+             len(states), time.perf_counter() - start,
+             " (features from a RANDOM-INIT network)" if rows.random_init_features else "")
     shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
+
+
+@dataclass
+class FittedMeg:
+    """A stored MEG fit made usable again: one reloaded model per outer fold, and the problem it was fitted on."""
+
+    models: list[Encoder]
+    problem: MegProblem
+    spec: dict[str, Any]
+
+    def fold_predictions(self) -> np.ndarray:
+        """(n, channels, times): each stored fixation predicted by its own fold's model (= the stored prediction)."""
+        rows = self.problem.target
+        out = np.zeros((rows.X.n_rows, len(rows.ch_names), len(rows.times)), dtype=np.float32)
+        for model, fold in zip(self.models, self.problem.folds):
+            part = rows.rows().take(fold.predict)
+            out[fold.predict] = model.predict(part.X, subjects=part.subjects,
+                                              targets=meg_targets(rows)).reshape(len(fold.predict), *out.shape[1:])
+        return out
+
+    def predict(self, features_path: str | Path, fixation_ids: list[str]) -> np.ndarray:
+        """(n, channels, times) for new fixations' crop features: the mean of the outer folds' models."""
+        spec, rows = self.spec, self.problem.target
+        X = FeatureSet.side_by_side([FeatureSet.load(features_path, stream_stimulus_ids(fixation_ids, stream),
+                                                     spec["layers"], spec["tokens"], prefix=f"{stream}:")
+                                     for stream in spec["streams"]])
+        if X.names != rows.X.names or list(X.block_sizes) != list(rows.X.block_sizes):
+            raise ValueError(f"{features_path}: feature blocks {list(zip(X.names, X.block_sizes))} differ from the "
+                             f"fit's {list(zip(rows.X.names, rows.X.block_sizes))}")
+        mean = np.mean([model.predict(X, targets=meg_targets(rows)) for model in self.models], axis=0)
+        return mean.reshape(len(fixation_ids), len(rows.ch_names), len(rows.times)).astype(np.float32)
+
+
+def load_fitted_meg(fit_path: str | Path, device: str = "auto") -> FittedMeg:
+    """The fold models of a MEG fits file, reloaded by their family from each fold's state and training rows
+    (rebuilt from the files the fit names, checked by sha256 against what the model saw)."""
+    with h5py.File(fit_path, "r") as h5:
+        attrs = dict(h5.attrs)
+        folds = [read_artifacts(h5, fold) for fold in range(int(attrs["n_folds"]))]
+    spec = json.loads(attrs["spec"])
+    problem = meg_problem(spec, **json.loads(attrs["inputs"]))
+    if training_sha256(problem.pool.X, problem.pool.Y) != attrs["training_sha256"]:
+        raise ValueError(f"{fit_path}: the training data in {json.loads(attrs['inputs'])} are not what the model "
+                         "was fitted on (sha256 differs); rerun the fit")
+    models = []
+    for arrays, fold in zip(folds, problem.folds):
+        state = {name.removeprefix(f"{STATE}/"): value for name, value in arrays.items()}
+        train = problem.pool.take(fold.train)
+        models.append(FAMILIES[spec["family"]].reload(state, train.X, train.Y, device=device))
+    return FittedMeg(models, problem, spec)
+
+
+def predict_meg_stimuli(fit_path: str | Path, features_path: str | Path, out_path: str | Path,
+                        device: str = "auto") -> None:
+    """Predict every fixation of a crop-features file with a stored MEG fit (the mean of its fold models).
+
+    Output h5: `fixation_id` (n,), `prediction` (n, channels, times) float32 in the fit's units; attrs fit,
+    model, subject, ch_names, times.
+    """
+    start = time.perf_counter()
+    fitted = load_fitted_meg(fit_path, device)
+    stream = fitted.spec["streams"][0]
+    with h5py.File(features_path, "r") as h5:
+        fixation_ids = [sid.removesuffix(f"_{stream}") for sid in h5["stimulus_id"].asstr()[:]
+                        if sid.endswith(f"_{stream}")]
+    prediction = fitted.predict(features_path, fixation_ids)
+    rows = fitted.problem.target
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
+        write_strings(h5, "fixation_id", fixation_ids)
+        h5["prediction"] = prediction
+        h5.attrs.update(fit=str(fit_path), model=fitted.spec.get("model", ""), subject=rows.subject,
+                        ch_names=rows.ch_names, times=rows.times)
+    log.info("%s: %d fixations predicted with %s (%d fold models) in %.1f s", out_path, len(fixation_ids), fit_path,
+             len(fitted.models), time.perf_counter() - start)

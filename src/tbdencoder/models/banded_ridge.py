@@ -56,7 +56,8 @@ class BandedRidgeEncoder:
         self.block_names_ = list(X.names)
         return self
 
-    def predict(self, X: FeatureSet, *, subjects: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: FeatureSet, *, subjects: np.ndarray | None = None,
+                targets: dict | None = None) -> np.ndarray:
         return ((X.flat() - self.x_mean_) / self.x_scale_) @ self.coef_ + self.intercept_
 
     def state(self) -> dict[str, np.ndarray]:

@@ -31,14 +31,17 @@ class Encoder(Protocol):
 
     groups : (n,) labels no CV split may separate (scenes for MEG, images for fMRI).
     subjects : (n,) subject of each row (for families shared across subjects).
-    targets : what a topographic family needs about the targets: ROI labels (`roi/<class>`), vertex or
-        sensor coordinates, times.
+    targets : what a family may know about the targets (the columns of Y), given to fit and predict alike.
+        fMRI: `roi` ({class: labels}), `fsaverage_index`, `positions` (V, 3) on the fsaverage sphere with
+        both hemispheres in one frame (data.cortex), `hemisphere`. MEG: `ch_names`, `times`,
+        `sensor_positions` (channels, 3), and per target (channel-major) `target_channel`, `target_time`.
     """
 
     def fit(self, X: FeatureSet | np.ndarray, Y: np.ndarray, *, groups: np.ndarray | None = None,
             subjects: np.ndarray | None = None, targets: dict[str, Any] | None = None) -> "Encoder": ...
 
-    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray: ...
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None,
+                targets: dict[str, Any] | None = None) -> np.ndarray: ...
 
     def state(self) -> dict[str, np.ndarray]:
         """Per-target arrays a fits file keeps: what reloading needs, and what evaluation may report."""

@@ -98,7 +98,8 @@ class MLPEncoder:
         with torch.no_grad():
             return self.network_(torch.as_tensor(Xs)).numpy()
 
-    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None,
+                targets: dict | None = None) -> np.ndarray:
         return self._network_output(self._standardise(as_matrix(X))) * self.y_scale_ + self.intercept_
 
     def state(self) -> dict[str, np.ndarray]:

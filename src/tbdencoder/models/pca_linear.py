@@ -50,7 +50,8 @@ class PcaLinearEncoder:
         self.train_r2_ = (1 - (residual ** 2).sum(0) / np.maximum(total, 1e-12)).astype(np.float32)
         return self
 
-    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None,
+                targets: dict | None = None) -> np.ndarray:
         return self.regression_.predict(self.pca_.transform(as_matrix(X))).astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:

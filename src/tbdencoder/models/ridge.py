@@ -108,6 +108,7 @@ class RidgeEncoder:
                                        max_batch_targets=self.max_batch_targets)
         return self
 
-    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None,
+                targets: dict | None = None) -> np.ndarray:
         Xs = (as_matrix(X) - self.x_mean_) / self.x_scale_
         return Xs @ self.coef_ + self.intercept_

@@ -55,7 +55,8 @@ class RoiRidgeEncoder:
         self.x_mean_, self.x_scale_ = roi_model.x_mean_, roi_model.x_scale_
         return self
 
-    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: FeatureSet | np.ndarray, *, subjects: np.ndarray | None = None,
+                targets: dict | None = None) -> np.ndarray:
         Xs = (as_matrix(X) - self.x_mean_) / self.x_scale_
         return Xs @ self.coef_ + self.intercept_
 
