@@ -1,11 +1,18 @@
 """The layer table (features.layer_names): equal to the installed libraries' networks (meta device, no weights),
-raising what `resolve` raises."""
+raising what `resolve` raises, and params validation with it imports no torch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tbdencoder.features import layer_names
 from tbdencoder.features.backbone_registry import layer_table_entry, resolve_backbone
 from tbdencoder.features.layer_names import check_backbone, load_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("library, model_name",
@@ -69,3 +76,12 @@ def test_a_model_missing_from_the_table_says_how_to_add_it():
                                          r"--add timm vit_small_patch14_dinov3`"):
         check_backbone("timm", "vit_small_patch14_dinov3", None, True, [1])
 
+
+def test_params_validation_imports_no_torch():
+    code = ("import sys, yaml; from tbdencoder.config import validate_params; "
+            "validate_params(yaml.safe_load(open(sys.argv[1]))); "
+            "print(sorted({'torch', 'timm', 'torchvision', 'open_clip'} & set(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, str(REPO / "params.yaml")], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]"
