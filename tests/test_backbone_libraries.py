@@ -414,5 +414,5 @@ def test_open_clip_cnn_towers_yield_their_stages_in_one_pass(model_name):
         np.testing.assert_allclose(features[f"stage{stage}/global"].numpy(), by_hand.mean((2, 3)).numpy(),
                                    atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(features["embedding"].numpy(), expected_embedding.numpy(), atol=1e-4, rtol=1e-4)
-    with pytest.raises(ValueError, match=r"stage indices in 1..4, got \[5\]"):
+    with pytest.raises(ValueError, match=r"stage indices in 1..4 \(integers\), got \[5\]"):
         resolve_backbone("open_clip", model_name, None, True, [5])

@@ -111,7 +111,7 @@ def test_yaml_nan_alpha_is_refused(tmp_path):
 def test_backbone_layer_beyond_depth(params):
     params["features"]["backbones"]["clip_vitb32"]["layers"] = [3, 6, 9, 12, 13]
     with pytest.raises(ParamsError, match=r"features.backbones.clip_vitb32': ViT-B-32: layers must be transformer block "
-                                          r"indices in 1..12, got \[3, 6, 9, 12, 13\]"):
+                                          r"indices in 1..12 \(integers\), got \[13\] in \[3, 6, 9, 12, 13\]"):
         validate_params(params)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tbdencoder.features.layer_names import check_backbone
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 
 
@@ -144,11 +146,9 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
 
 
 def _check_backbone(key: str, spec: dict[str, Any], source: str) -> None:
-    """The library knows the model and its layers (checked without downloading any weights)."""
-    from tbdencoder.features.backbone_registry import resolve_backbone  # imports torch: only when validating
-
+    """The model, its weights choice and layers fit the layer table (features.layer_names: no torch, no download)."""
     try:
-        resolve_backbone(spec["library"], spec["model"], spec["pretrained"], spec["random_init"], spec["layers"])
+        check_backbone(spec["library"], spec["model"], spec["pretrained"], spec["random_init"], spec["layers"])
     except (ValueError, FileNotFoundError) as exc:
         raise ParamsError(f"{source}: key '{key}': {exc}") from exc
 

@@ -1,10 +1,12 @@
 """Backbone libraries behind one interface: `library` in params picks the module that builds the network.
 
-A library module registers itself with `@register_library("<name>")` on a class with two static methods:
+A library module registers itself with `@register_library("<name>")` on a class with three static methods:
 
 - `resolve(model_name, pretrained, random_init, layers) -> BackboneSpec`: checks the choice without the
   network or any download (model name, weights choice, layer names against the architecture) and
-  derives the preprocessing. Fast: params validation calls it.
+  derives the preprocessing;
+- `layer_table_entry(model_name) -> dict`: what params validation checks a choice against without torch
+  (features.layer_names), read off the architecture;
 - `load(spec, seed) -> LoadedBackbone`: builds the network with its weights (from a local cache or
   file; a download only when the hub is reachable, else `WeightsUnavailableError` within seconds
   saying how to provide them), random-init only when `spec.random_init`.
@@ -102,6 +104,10 @@ def resolve_backbone(library: str, model_name: str, pretrained: str | None, rand
 
 def load_backbone(spec: BackboneSpec, seed: int) -> LoadedBackbone:
     return _library(spec.library).load(spec, seed)
+
+
+def layer_table_entry(library: str, model_name: str) -> dict:
+    return _library(library).layer_table_entry(model_name)
 
 
 def vit_layer_name(block: int) -> str:

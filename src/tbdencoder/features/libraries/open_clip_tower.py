@@ -28,6 +28,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preproc
 
 from tbdencoder.features.backbone_registry import HF_HOST, NETWORK_TIMEOUT_S, BackboneSpec, WeightsUnavailableError
 from tbdencoder.features.backbone_registry import pooled_tokens, reachable, register_library, vit_layer_name
+from tbdencoder.features.layer_names import check_blocks, check_weights_choice
 from tbdencoder.io import file_sha256, get_logger
 
 log = get_logger("features.open_clip")
@@ -86,7 +87,9 @@ class OpenClipTower:
     def resolve(model_name: str, pretrained: str | None, random_init: bool, layers: list) -> BackboneSpec:
         """Check the model, weights and layers and derive the preprocessing (no network, no model building)."""
         vision_cfg = _vision_cfg(model_name)
-        tag_cfg = _check_weights_choice(model_name, pretrained, random_init)
+        tag = check_weights_choice("open_clip", model_name, pretrained, random_init,
+                                   open_clip.list_pretrained_tags_by_model(model_name))
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, tag) if tag else {}
         if random_init:
             identity = "random-init"
         elif tag_cfg:
@@ -96,7 +99,8 @@ class OpenClipTower:
         preprocess_cfg = merge_preprocess_dict(PreprocessCfg(), tag_cfg)
         preprocess_cfg["size"] = vision_cfg["image_size"]
         kind = _tower_kind(vision_cfg)
-        blocks = _check_blocks(model_name, layers, _tower_depth(kind, vision_cfg), kind)
+        blocks = check_blocks(model_name, layers, _tower_depth(kind, vision_cfg),
+                              "transformer block" if kind == "vit" else "stage")
         names = [vit_layer_name(b) if kind == "vit" else f"stage{b}" for b in blocks]
         # forward_intermediates' indices: ViT blocks and timm stages from 0, ModifiedResNet's 0 is its stem
         indices = [b if kind == "resnet" else b - 1 for b in blocks]
@@ -106,6 +110,14 @@ class OpenClipTower:
             preprocess={"library": "open_clip", **asdict(Preprocess.from_open_clip(preprocess_cfg))},
             extra={"tag_cfg": tag_cfg, "blocks": blocks, "indices": indices, "kind": kind},
         )
+
+    @staticmethod
+    def layer_table_entry(model_name: str) -> dict:
+        """The model's entry in the layer table (features.layer_names): tower kind, depth, pretrained tags."""
+        vision_cfg = _vision_cfg(model_name)
+        kind = _tower_kind(vision_cfg)
+        return {"kind": kind, "depth": _tower_depth(kind, vision_cfg),
+                "tags": open_clip.list_pretrained_tags_by_model(model_name)}
 
     @staticmethod
     def load(spec: BackboneSpec, seed: int) -> "OpenClipTower":
@@ -225,36 +237,6 @@ def _tower_depth(kind: str, vision_cfg: dict) -> int:
         raise ValueError(f"timm trunk {vision_cfg['timm_model_name']!r}: only trunks with stages and "
                          "forward_intermediates (ConvNeXt, ...) are supported")
     return len(trunk.stages)
-
-
-def _check_blocks(model_name: str, layers: list, depth: int, kind: str) -> list[int]:
-    """1-based block (ViT) or stage (CNN tower) indices, sorted, each in 1..depth."""
-    if not layers or any(not isinstance(layer, int) or isinstance(layer, bool) or not 1 <= layer <= depth
-                         for layer in layers):
-        what = "transformer block" if kind == "vit" else "stage"
-        raise ValueError(f"{model_name}: layers must be {what} indices in 1..{depth}, got {layers}")
-    return sorted(set(layers))
-
-
-def _check_weights_choice(model_name: str, pretrained: str | None, random_init: bool) -> dict:
-    """Validate pretrained/random_init; return the open_clip cfg when `pretrained` is a tag, else {}."""
-    tags = open_clip.list_pretrained_tags_by_model(model_name)
-    if random_init:
-        if pretrained is not None:
-            raise ValueError(f"{model_name}: random_init is true, so pretrained must be null (got {pretrained!r})")
-        return {}
-    if pretrained is None:
-        raise ValueError(
-            f"{model_name}: no weights chosen. Set pretrained to an open_clip tag (for this model: {tags}) "
-            "or to a local checkpoint path, or set random_init: true to use a random-init network (smoke tests only)."
-        )
-    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    if not tag_cfg and not Path(pretrained).is_file():
-        raise FileNotFoundError(
-            f"pretrained checkpoint not found: {pretrained} "
-            f"(it is not a known open_clip tag for {model_name} either; tags: {tags})"
-        )
-    return tag_cfg
 
 
 def _unavailable_message(spec: BackboneSpec) -> str:

@@ -40,11 +40,11 @@ from tbdencoder.features.backbone_registry import (
     register_library,
     vit_layer_name,
 )
+from tbdencoder.features.layer_names import check_blocks, check_weights_choice
 from tbdencoder.io import file_sha256, get_logger
 
 log = get_logger("features.timm")
 
-DEFAULT_TAG = "default"  # `pretrained: default` picks the model's default timm tag
 PREPROCESS_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
@@ -61,10 +61,11 @@ class TimmViT:
     def resolve(model_name: str, pretrained: str | None, random_init: bool, layers: list) -> BackboneSpec:
         """Check the model, weights and blocks and derive the preprocessing (no download; a meta-device model)."""
         model = _meta_vit(model_name)
-        tag, tag_cfg = _check_weights_choice(model_name, pretrained, random_init)
+        tag_cfgs = _tag_cfgs(model_name)
+        tag = check_weights_choice("timm", model_name, pretrained, random_init, list(tag_cfgs))
         if tag and tag != model.pretrained_cfg.get("tag"):
             model = meta_model(model_name, tag)  # the tag's own data config
-        blocks = _check_blocks(model_name, layers, len(model.blocks))
+        blocks = check_blocks(model_name, layers, len(model.blocks))
         if random_init:
             identity = "random-init"
         elif tag:
@@ -75,8 +76,13 @@ class TimmViT:
             library="timm", model_name=model_name, pretrained=tag or pretrained, random_init=random_init,
             identity=identity, layers=tuple(vit_layer_name(block) for block in blocks),
             spatial=(True,) * len(blocks), preprocess=_preprocess_record(model),
-            extra={"blocks": blocks, "depth": len(model.blocks), "tag_cfg": tag_cfg},
+            extra={"blocks": blocks, "depth": len(model.blocks), "tag_cfg": tag_cfgs[tag] if tag else {}},
         )
+
+    @staticmethod
+    def layer_table_entry(model_name: str) -> dict:
+        """The model's entry in the layer table (features.layer_names): depth and tags with published weights."""
+        return {"depth": len(_meta_vit(model_name).blocks), "tags": list(_tag_cfgs(model_name))}
 
     @staticmethod
     def load(spec: BackboneSpec, seed: int) -> TimmViT:
@@ -196,45 +202,10 @@ def _meta_vit(model_name: str) -> VisionTransformer:
     return model
 
 
-def _check_blocks(model_name: str, layers: list, depth: int) -> list[int]:
-    """1-based block indices, sorted and unique, each in 1..depth."""
-    bad = [layer for layer in layers
-           if not isinstance(layer, int) or isinstance(layer, bool) or not 1 <= layer <= depth]
-    if not layers or bad:
-        raise ValueError(f"{model_name}: layers must be transformer block indices in 1..{depth} (integers), "
-                         f"got {bad or 'none'} in {layers}")
-    return sorted(set(layers))
-
-
-def _check_weights_choice(model_name: str, pretrained: str | None, random_init: bool) -> tuple[str | None, dict]:
-    """Validate pretrained/random_init -> (timm tag, its pretrained cfg) for a tag, (None, {}) otherwise."""
-    tag_cfgs = {name.split(".", 1)[1]: cfg.to_dict() for name, cfg in get_arch_pretrained_cfgs(model_name).items()
-                if cfg.hf_hub_id or cfg.url or cfg.file}  # tags with published weights
-    tags = list(tag_cfgs)  # timm's order: the default tag first
-    if random_init:
-        if pretrained is not None:
-            raise ValueError(f"{model_name}: random_init is true, so pretrained must be null (got {pretrained!r})")
-        return None, {}
-    if pretrained is None:
-        raise ValueError(
-            f"{model_name}: no weights chosen. Set pretrained to a timm tag (for this model: {tags}, or "
-            f"{DEFAULT_TAG!r} for the first) or to a local weights file, or set random_init: true to use a "
-            "random-init network (smoke tests only)."
-        )
-    if not isinstance(pretrained, str):
-        raise ValueError(f"{model_name}: pretrained must be a timm tag, {DEFAULT_TAG!r} or a file path, "
-                         f"got {pretrained!r}")
-    if pretrained == DEFAULT_TAG:
-        if not tags:
-            raise ValueError(f"{model_name}: timm publishes no pretrained weights for this model; "
-                             "give a local weights file or set random_init: true")
-        pretrained = tags[0]
-    if pretrained in tag_cfgs:
-        return pretrained, tag_cfgs[pretrained]
-    if not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {pretrained!r} is neither a timm tag of "
-                                f"{model_name} ({tags}) nor a local file")
-    return None, {}
+def _tag_cfgs(model_name: str) -> dict[str, dict]:
+    """The model's tags with published weights -> their pretrained cfgs, in timm's order (the default first)."""
+    return {name.split(".", 1)[1]: cfg.to_dict() for name, cfg in get_arch_pretrained_cfgs(model_name).items()
+            if cfg.hf_hub_id or cfg.url or cfg.file}
 
 
 def _weights_host(tag_cfg: dict) -> tuple[str, int]:

@@ -42,6 +42,7 @@ from tbdencoder.features.backbone_registry import (
     reachable,
     register_library,
 )
+from tbdencoder.features.layer_names import check_module_paths, check_weights_choice, spatial_flags
 from tbdencoder.io import file_sha256, get_logger
 
 log = get_logger("features.torchvision")
@@ -63,10 +64,13 @@ class TorchvisionCNN:
     def resolve(model_name: str, pretrained: str | None, random_init: bool, layers: list) -> BackboneSpec:
         """Check the model, weights and layers and derive the preprocessing (no download; a meta-device model)."""
         _check_model_name(model_name)
-        weights = _check_weights_choice(model_name, pretrained, random_init)
+        enum = torchvision.models.get_model_weights(model_name)
+        name = check_weights_choice("torchvision", model_name, pretrained, random_init, list(enum.__members__),
+                                    prefix=f"{enum.__name__}.")  # `AlexNet_Weights.IMAGENET1K_V1` works too
+        weights = enum[name] if name else None
         model = meta_model(model_name)
-        preprocess = _preprocess_record(weights or torchvision.models.get_model_weights(model_name).DEFAULT)
-        names = _check_layers(model_name, layers, model)
+        preprocess = _preprocess_record(weights or enum.DEFAULT)
+        names = tuple(check_module_paths(model_name, layers, get_graph_node_names(model)[1][1:]))
         if random_init:
             identity = "random-init"
         elif weights is not None:
@@ -76,9 +80,20 @@ class TorchvisionCNN:
         return BackboneSpec(
             library="torchvision", model_name=model_name, pretrained=weights.name if weights else pretrained,
             random_init=random_init, identity=identity, layers=names,
-            spatial=_spatial(model, names, preprocess["crop_size"]), preprocess=preprocess,
+            spatial=spatial_flags(_output_shapes(model, names, preprocess["crop_size"])), preprocess=preprocess,
             extra={"embedding_module": last_linear(model)},
         )
+
+    @staticmethod
+    def layer_table_entry(model_name: str) -> dict:
+        """The model's entry in the layer table (features.layer_names): weights names and each graph node's
+        per-image output shape at the default weights' crop size."""
+        _check_model_name(model_name)
+        enum = torchvision.models.get_model_weights(model_name)
+        model = meta_model(model_name)
+        nodes = get_graph_node_names(model)[1][1:]  # eval graph, without the input placeholder
+        return {"weights_enum": enum.__name__, "weights": list(enum.__members__),
+                "nodes": _output_shapes(model, nodes, _preprocess_record(enum.DEFAULT)["crop_size"])}
 
     @staticmethod
     def load(spec: BackboneSpec, seed: int) -> TorchvisionCNN:
@@ -193,63 +208,13 @@ def _check_model_name(model_name: str) -> None:
                          "(all names: torchvision.models.list_models(module=torchvision.models))")
 
 
-def _check_weights_choice(model_name: str, pretrained: str | None, random_init: bool):
-    """Validate pretrained/random_init -> the weights enum member for a weights name, else None."""
-    enum = torchvision.models.get_model_weights(model_name)
-    names = list(enum.__members__)  # DEFAULT included
-    if random_init:
-        if pretrained is not None:
-            raise ValueError(f"{model_name}: random_init is true, so pretrained must be null (got {pretrained!r})")
-        return None
-    if pretrained is None:
-        raise ValueError(
-            f"{model_name}: no weights chosen. Set pretrained to a torchvision weights name (for this model: "
-            f"{names}) or to a local state_dict file, or set random_init: true to use a random-init network "
-            "(smoke tests only)."
-        )
-    if not isinstance(pretrained, str):
-        raise ValueError(f"{model_name}: pretrained must be a weights name or a file path, got {pretrained!r}")
-    name = pretrained.removeprefix(f"{enum.__name__}.")  # `AlexNet_Weights.IMAGENET1K_V1` works too
-    if name in enum.__members__:
-        return enum[name]
-    if not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {pretrained!r} is neither a torchvision weights "
-                                f"name of {model_name} ({names}) nor a local file")
-    return None
-
-
-def _check_layers(model_name: str, layers: list, model: nn.Module) -> tuple[str, ...]:
-    """The requested graph nodes / module paths, unique, in forward order."""
-    nodes = get_graph_node_names(model)[1][1:]  # eval graph, without the input placeholder
-    last_node = {}  # node or module path -> index of the node it returns (a module's last node)
-    for index, node in enumerate(nodes):
-        parts = node.split(".")
-        for depth in range(1, len(parts) + 1):
-            last_node[".".join(parts[:depth])] = index
-    bad = [layer for layer in layers if not isinstance(layer, str) or layer not in last_node]
-    if not layers or bad:
-        close = sorted({match for layer in bad for match in
-                        difflib.get_close_matches(str(layer), list(last_node), n=5, cutoff=0.6)})
-        raise ValueError(
-            f"{model_name}: layers must be graph node names or module paths (strings such as "
-            f"{nodes[min(2, len(nodes) - 1)]!r}); unknown: {bad or 'none given'}; close matches: {close} (all "
-            "names: torchvision.models.feature_extraction.get_graph_node_names(model)[1])"
-        )
-    return tuple(sorted(set(layers), key=last_node.__getitem__))
-
-
-def _spatial(model: nn.Module, names: tuple[str, ...], crop_size: int) -> tuple[bool, ...]:
-    """Per layer: whether it outputs a (C, H, W) map larger than 1 x 1 (a forward of shapes on the meta device)."""
+def _output_shapes(model: nn.Module, names: list[str], crop_size: int) -> dict[str, list[int] | None]:
+    """Per graph node or module path: its per-image output shape (None when not a tensor), from a forward pass
+    of shapes on the meta device."""
     outputs = create_feature_extractor(model, return_nodes=list(names)).eval()(
         torch.empty(1, 3, crop_size, crop_size, device="meta"))
-    spatial = []
-    for name in names:
-        shape = tuple(outputs[name].shape[1:])
-        if len(shape) not in (1, 3):
-            raise ValueError(f"layer {name!r} outputs shape {shape} per image; expected a (C, H, W) map or a (C,) "
-                             "vector (for vision transformers use library timm)")
-        spatial.append(len(shape) == 3 and shape[1] * shape[2] > 1)
-    return tuple(spatial)
+    return {name: list(outputs[name].shape[1:]) if isinstance(outputs[name], torch.Tensor) else None
+            for name in names}
 
 
 def _read_state_dict(path: str) -> dict:
