@@ -15,7 +15,7 @@ from tbdencoder.models.banded_ridge_solver import banded_ridge_cv, banded_ridge_
 from tbdencoder.models.base import register
 from tbdencoder.models.ridge import cv_splits, set_offsets
 
-DEFAULTS = family_defaults("banded_ridge")
+DEFAULTS = family_defaults("banded_ridge")  # the params schema holds every hyper-parameter's default
 
 
 @register("banded_ridge")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 
+from tbdencoder.config import family_defaults
 from tbdencoder.features.featureset import FeatureSet, as_matrix
 from tbdencoder.models.base import register
 from tbdencoder.models.ridge import set_offsets
@@ -43,13 +44,17 @@ def mlp_network(n_features: int, n_targets: int, hidden_units: int, dropout: flo
                                torch.nn.Linear(hidden_units, n_targets))
 
 
+DEFAULTS = family_defaults("mlp")  # the params schema holds every hyper-parameter's default
+
+
 @register("mlp")
 class MLPEncoder:
     """Two-layer MLP on standardised features, standardised targets; see the module docstring.
 
     Parameters
     ----------
-    hidden_units, dropout : the hidden layer's width and dropout probability (seed 000: 512, 0.2).
+    Defaults: the params schema's (`$defs.families.mlp`; seed 000: 512 hidden units, dropout 0.2).
+    hidden_units, dropout : the hidden layer's width and dropout probability.
     learning_rate, weight_decay, batch_size, max_epochs, patience : AdamW and early stopping (trainer).
     validation_fraction : share of the rows (of the groups, when grouped) held out for early stopping.
     seed : initial weights, batch order, dropout and the validation split.
@@ -60,10 +65,11 @@ class MLPEncoder:
     train_loss_, validation_loss_, best_epoch_, validation_r2_ (t,).
     """
 
-    def __init__(self, hidden_units: int = 512, dropout: float = 0.2, learning_rate: float = 1e-3,
-                 weight_decay: float = 1e-2, batch_size: int = 64, max_epochs: int = 200, patience: int = 10,
-                 validation_fraction: float = 0.2, seed: int = 0, device: str = "auto",
-                 checkpoint: str | Path | None = None):
+    def __init__(self, hidden_units: int = DEFAULTS["hidden_units"], dropout: float = DEFAULTS["dropout"],
+                 learning_rate: float = DEFAULTS["learning_rate"], weight_decay: float = DEFAULTS["weight_decay"],
+                 batch_size: int = DEFAULTS["batch_size"], max_epochs: int = DEFAULTS["max_epochs"],
+                 patience: int = DEFAULTS["patience"], validation_fraction: float = DEFAULTS["validation_fraction"],
+                 seed: int = 0, device: str = "auto", checkpoint: str | Path | None = None):
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.settings = TrainSettings(learning_rate=learning_rate, weight_decay=weight_decay, batch_size=batch_size,

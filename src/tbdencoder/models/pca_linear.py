@@ -19,7 +19,7 @@ from tbdencoder.config import family_defaults
 from tbdencoder.features.featureset import FeatureSet, as_matrix
 from tbdencoder.models.base import register
 
-DEFAULTS = family_defaults("pca_linear")
+DEFAULTS = family_defaults("pca_linear")  # the params schema holds every hyper-parameter's default
 
 
 @register("pca_linear")

@@ -48,6 +48,9 @@ FORMAT = "trainer-v2"  # in the fingerprint: a checkpoint of another layout is n
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """The trainer's settings. The defaults serve direct (notebook, test) use; a family passes its own, whose
+    defaults live in the params schema with the family's other hyper-parameters."""
+
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     batch_size: int = 64
