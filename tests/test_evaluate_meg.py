@@ -12,7 +12,10 @@ from PIL import Image
 
 from tbdencoder.cli import main
 from tbdencoder.data.meg import read_epochs
-from tbdencoder.evaluate.evaluate_meg import MegFit, block_weight_maps, evaluate_meg_subject, meg_summary, read_fit
+from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject
+from tbdencoder.evaluate.meg_fit import MegFit, read_fit
+from tbdencoder.evaluate.meg_plots import block_weight_maps
+from tbdencoder.evaluate.merge import meg_summary
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs
 from tbdencoder.io import write_strings

@@ -184,32 +184,3 @@ def write_submission(fit_paths: list[str | Path], model: str, submission_dir: st
             written += 1
     if not written:
         raise ValueError(f"submission model {model!r} is not among the fits {[str(p) for p in fit_paths]}")
-
-
-def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
-                  meg_inputs: list[str | Path] | None = None) -> None:
-    """results/metrics.json, compact enough for `dvc metrics show`: per model the mean over subjects,
-    and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail;
-    under `meg` the MEG summary (evaluate_meg.meg_summary) when MEG metrics are given."""
-    subjects = {}
-    for path in subject_metrics:
-        data = json.loads(Path(path).read_text())
-        subjects[data["subject"]] = {
-            model: {hemi: {k: v for k, v in entry.items() if k != "roi"} for hemi, entry in hemis.items()}
-            for model, hemis in data["models"].items()
-        }
-    summary = {}
-    for model in sorted({m for s in subjects.values() for m in s}):
-        alls = [s[model]["all"] for s in subjects.values() if model in s]
-        scores = [a["challenge_score"] for a in alls]
-        summary[model] = {
-            "mean_r": float(np.mean([a["mean_r"] for a in alls])),
-            "challenge_score": None if None in scores else float(np.mean(scores)),
-            "n_subjects": len(alls),
-        }
-    merged = {"summary": summary, "subjects": subjects}
-    if meg_inputs:
-        from tbdencoder.evaluate.evaluate_meg import meg_summary
-
-        merged["meg"] = meg_summary(meg_inputs)
-    atomic_write_text(out_path, json.dumps(merged, indent=2))
