@@ -11,7 +11,7 @@ from PIL import Image
 from tbdencoder.cli import main
 from tbdencoder.data.prepare_fmri import prepare_fmri
 from tbdencoder.evaluate.evaluate_fmri import evaluate_subject
-from tbdencoder.evaluate.evaluate_fmri import score_fit
+from tbdencoder.evaluate.fmri_fit import score_fit
 from tbdencoder.evaluate.merge import merge_metrics
 from tbdencoder.evaluate.metrics import roi_masks
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
