@@ -334,6 +334,15 @@ def test_training_curves_are_read_with_the_fit(synthetic):
                     np.asarray(times_s, np.float64)).training_curves == {}
 
 
+def test_evaluation_opens_each_fits_file_once(synthetic, tmp_path, h5_opens):
+    """Predictions, block weights and training curves come from one opening of each fits file."""
+    figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
+    evaluate_meg_subject(synthetic["epochs"], synthetic["fits"], tmp_path / "m.json", tmp_path / "s.h5", figures,
+                         max_distance_px=MAX_DISTANCE_PX, min_pairs=20)
+    assert {path.name: h5_opens[path.resolve()] for path in synthetic["fits"]} == \
+        {path.name: 1 for path in synthetic["fits"]}
+
+
 def test_new_figures_carry_the_random_init_note(synthetic):
     for key in ("preferred_block", "training"):
         assert Image.open(synthetic["figures"][key]).text["Title"] == \

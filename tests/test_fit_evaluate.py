@@ -138,6 +138,15 @@ def test_training_curves_of_a_fits_file_reach_the_figure(fitted, tmp_path, captu
     assert (lines[2].get_xdata()[0], lines[2].get_ydata()[0]) == (3, pytest.approx(0.7))
 
 
+def test_evaluation_opens_each_fits_file_once(fitted, tmp_path, h5_opens):
+    """Scores, block weights, training curves and submission predictions come from one opening of each file."""
+    _, responses, fits = fitted
+    evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5", tmp_path / "f.png",
+                     tmp_path / "sub", "oracle", ["streams"], figure_preferred_block_out=tmp_path / "p.png",
+                     figure_training_out=tmp_path / "c.png")
+    assert {path.name: h5_opens[path.resolve()] for path in fits} == {path.name: 1 for path in fits}
+
+
 def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):
     _, responses, fits = fitted
     out = {k: tmp_path / k for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
