@@ -2,7 +2,10 @@ import logging
 import json
 import re
 import shutil
+from collections import Counter
+from pathlib import Path
 
+import h5py
 import pytest
 
 from tbdencoder.simulate.fmri import simulate_fmri
@@ -66,3 +69,17 @@ def logs(caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("tbdencoder"), "propagate", True)
     caplog.set_level(logging.INFO, logger="tbdencoder")
     return caplog
+
+
+@pytest.fixture
+def h5_opens(monkeypatch) -> Counter:
+    """How often h5py.File opens each file from here on, as {resolved path: count}."""
+    opens = Counter()
+
+    class CountingFile(h5py.File):
+        def __init__(self, name, *args, **kwargs):
+            opens[Path(name).resolve()] += 1
+            super().__init__(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", CountingFile)
+    return opens

@@ -12,7 +12,10 @@ from PIL import Image
 
 from tbdencoder.cli import main
 from tbdencoder.data.meg import read_epochs
-from tbdencoder.evaluate.evaluate_meg import MegFit, block_weight_maps, evaluate_meg_subject, meg_summary, read_fit
+from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject
+from tbdencoder.evaluate.meg_fit import MegFit, read_fit
+from tbdencoder.evaluate.meg_plots import block_weight_maps
+from tbdencoder.evaluate.merge import meg_summary
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.evaluate.noise_ceiling_meg import noise_ceiling, repeat_pairs
 from tbdencoder.io import write_strings
@@ -329,6 +332,15 @@ def test_training_curves_are_read_with_the_fit(synthetic):
         assert fit.training_curves[fold].best_epoch == best
     assert read_fit(synthetic["fits"][0], data, fixation_ids, neuromag_grads()[0],
                     np.asarray(times_s, np.float64)).training_curves == {}
+
+
+def test_evaluation_opens_each_fits_file_once(synthetic, tmp_path, h5_opens):
+    """Predictions, block weights and training curves come from one opening of each fits file."""
+    figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
+    evaluate_meg_subject(synthetic["epochs"], synthetic["fits"], tmp_path / "m.json", tmp_path / "s.h5", figures,
+                         max_distance_px=MAX_DISTANCE_PX, min_pairs=20)
+    assert {path.name: h5_opens[path.resolve()] for path in synthetic["fits"]} == \
+        {path.name: 1 for path in synthetic["fits"]}
 
 
 def test_new_figures_carry_the_random_init_note(synthetic):

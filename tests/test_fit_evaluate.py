@@ -10,8 +10,9 @@ from PIL import Image
 
 from tbdencoder.cli import main
 from tbdencoder.data.prepare_fmri import prepare_fmri
-from tbdencoder.evaluate.evaluate_fmri import evaluate_subject, merge_metrics
-from tbdencoder.evaluate.evaluate_fmri import score_fit
+from tbdencoder.evaluate.evaluate_fmri import evaluate_subject
+from tbdencoder.evaluate.fmri_fit import score_fit
+from tbdencoder.evaluate.merge import merge_metrics
 from tbdencoder.evaluate.metrics import roi_masks
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.fit.fmri import fit_fmri, load_fitted
@@ -135,6 +136,15 @@ def test_training_curves_of_a_fits_file_reach_the_figure(fitted, tmp_path, captu
     np.testing.assert_array_equal(lines[0].get_ydata(), train)
     np.testing.assert_array_equal(lines[1].get_ydata(), validation)
     assert (lines[2].get_xdata()[0], lines[2].get_ydata()[0]) == (3, pytest.approx(0.7))
+
+
+def test_evaluation_opens_each_fits_file_once(fitted, tmp_path, h5_opens):
+    """Scores, block weights, training curves and submission predictions come from one opening of each file."""
+    _, responses, fits = fitted
+    evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5", tmp_path / "f.png",
+                     tmp_path / "sub", "oracle", ["streams"], figure_preferred_block_out=tmp_path / "p.png",
+                     figure_training_out=tmp_path / "c.png")
+    assert {path.name: h5_opens[path.resolve()] for path in fits} == {path.name: 1 for path in fits}
 
 
 def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):

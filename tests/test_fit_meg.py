@@ -7,7 +7,7 @@ import pytest
 from tbdencoder.fit import meg as fit_meg
 from tbdencoder.models import FAMILIES, RidgeEncoder
 from tbdencoder.data.meg import read_epochs
-from tbdencoder.evaluate.evaluate_meg import read_fit
+from tbdencoder.evaluate.meg_fit import read_fit
 from tbdencoder.evaluate.metrics import pearson_r
 from tbdencoder.io import write_strings
 

@@ -138,7 +138,7 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _merge_metrics(a: argparse.Namespace) -> None:
-    from tbdencoder.evaluate.evaluate_fmri import merge_metrics
+    from tbdencoder.evaluate.merge import merge_metrics
 
     merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs)
 

@@ -1,4 +1,5 @@
-"""Step `evaluate`: score one subject's fits, write its metrics, bar chart and submission files.
+"""Step `evaluate`: score one subject's fits (fmri_fit.read_fit, one opening of each fits file), write its
+metrics, bar chart and submission files.
 
 metrics json: {subject, eval_split, random_init_features, models: {model: {lh|rh|all: {n_vertices, mean_r,
 median_r, challenge_score (mean over vertices, null without a noise ceiling), noise_ceiling_mean,
@@ -21,11 +22,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from tbdencoder.data.responses import Responses, read_noise_ceiling, read_rois, read_targets
+from tbdencoder.data.responses import Responses, read_noise_ceiling, read_rois
+from tbdencoder.evaluate.fmri_fit import FmriFit, read_fit
 from tbdencoder.evaluate.metrics import (
     block_preference,
-    challenge_score,
-    pearson_r,
     preferred_block_fractions,
     roi_block_fractions,
     roi_medians,
@@ -36,7 +36,6 @@ from tbdencoder.evaluate.plots import (
     plot_roi_bars,
     plot_training_curves,
 )
-from tbdencoder.evaluate.training import TrainingCurve, read_training_curves
 from tbdencoder.io import atomic_path, atomic_save_npy, atomic_write_text, get_logger
 
 log = get_logger("evaluate")
@@ -52,17 +51,6 @@ def _summary(r: np.ndarray, score: np.ndarray | None, noise_ceiling: np.ndarray 
         "challenge_score": _finite(row["mean_score"]),
         "noise_ceiling_mean": float(noise_ceiling.mean()) if noise_ceiling is not None else None,
     }
-
-
-def score_fit(responses_path: str | Path, fit_path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray | None]:
-    """(model, hemisphere, r per vertex, challenge score per vertex or None) of one fits file."""
-    with h5py.File(fit_path, "r") as h5:
-        model, hemi = h5.attrs["model"], h5.attrs["hemisphere"]
-        prediction = h5["test_prediction"][:]
-    target = read_targets(responses_path, hemi, "test")
-    r = pearson_r(prediction, target)
-    noise_ceiling = read_noise_ceiling(responses_path, hemi)
-    return model, hemi, r, None if noise_ceiling is None else challenge_score(r, noise_ceiling)
 
 
 def evaluate_subject(
@@ -83,30 +71,24 @@ def evaluate_subject(
     the per-vertex scores, the figures (per-ROI scores, preferred block per ROI, training curves) and the
     submission files of `submission_model`."""
     responses = Responses.read(responses_path)
-    metrics = {"subject": responses.subject, "eval_split": responses.eval_split, "models": {}}
-    rows, random_init = [], False
-    per_vertex: dict[str, dict[str, tuple[np.ndarray, np.ndarray | None]]] = {}
-    block_weights: dict[tuple[str, str], tuple[np.ndarray, list[str]]] = {}
+    fits = [read_fit(path, responses_path, submission_model) for path in fit_paths]
+    by_model: dict[str, dict[str, FmriFit]] = {}
+    for fit in fits:
+        by_model.setdefault(fit.model, {})[fit.hemisphere] = fit
+    random_init = any(fit.random_init_features for fit in fits)
+    metrics = {"subject": responses.subject, "eval_split": responses.eval_split, "models": {},
+               "random_init_features": random_init}
+    rows = []
     preferred_by_roi: dict[str, tuple[list[str], list[tuple[str, str, int, np.ndarray]]]] = {}
-    training_curves: dict[tuple[str, str], dict[int, TrainingCurve]] = {}
-    for fit_path in fit_paths:
-        model, hemi, r, score = score_fit(responses_path, fit_path)
-        with h5py.File(fit_path, "r") as h5:
-            random_init |= bool(h5.attrs["random_init_features"])
-            if "block_weight" in h5:
-                block_weights[model, hemi] = (h5["block_weight"][:], list(h5["feature_blocks"].asstr()[:]))
-        per_vertex.setdefault(model, {})[hemi] = (r, score)
-        curves = read_training_curves(fit_path)
-        if curves:
-            training_curves[model, hemi] = curves
-    for model, hemis in per_vertex.items():
+    for model, hemis in by_model.items():
         entry = metrics["models"][model] = {}
-        for hemi, (r, score) in hemis.items():
+        for hemi, fit in hemis.items():
+            r, score = fit.r, fit.score
             noise_ceiling = read_noise_ceiling(responses_path, hemi)
             rois = read_rois(responses_path, hemi)
             entry[hemi] = _summary(r, score, noise_ceiling)
-            if (model, hemi) in block_weights:
-                weight, blocks = block_weights[model, hemi]
+            if fit.block_weight is not None:
+                weight, blocks = fit.block_weight, fit.block_names
                 entry[hemi]["block_weights"] = block_preference(weight, blocks)
                 preferred_by_roi[f"{model} {hemi}"] = (blocks, [
                     ("all", "all vertices", len(weight), preferred_block_fractions(weight)),
@@ -124,23 +106,22 @@ def evaluate_subject(
                     mask = labels == next(k for k, v in names.items() if v == roi)
                     rows.append(dict(model=model, hemisphere=hemi, roi_class=roi_class, roi=roi,
                                      **_row(r[mask], None if score is None else score[mask])))
-        all_r = np.concatenate([r for r, _ in hemis.values()])
-        scores = [s for _, s in hemis.values()]
+        all_r = np.concatenate([fit.r for fit in hemis.values()])
+        scores = [fit.score for fit in hemis.values()]
         all_score = None if any(s is None for s in scores) else np.concatenate(scores)
         entry["all"] = _summary(all_r, all_score, None)
         log.info("%s %s: mean r %.3f, challenge score %s", responses.subject, model, entry["all"]["mean_r"],
                  "n/a" if entry["all"]["challenge_score"] is None else f"{entry['all']['challenge_score']:.1f}")
-    metrics["random_init_features"] = random_init
 
     with atomic_path(scores_out) as tmp, h5py.File(tmp, "w") as h5:
-        for model, hemis in per_vertex.items():
-            for hemi, (r, score) in hemis.items():
-                h5[f"{model}/{hemi}/r"] = r.astype(np.float32)
-                h5[f"{model}/{hemi}/score"] = np.full(r.shape, np.nan, np.float32) if score is None else score.astype(np.float32)
-                if (model, hemi) in block_weights:
-                    weight, names = block_weights[model, hemi]
-                    h5[f"{model}/{hemi}/preferred_block"] = weight.argmax(1).astype(np.int16)
-                    h5[f"{model}/{hemi}/preferred_block"].attrs["blocks"] = names
+        for model, hemis in by_model.items():
+            for hemi, fit in hemis.items():
+                h5[f"{model}/{hemi}/r"] = fit.r.astype(np.float32)
+                h5[f"{model}/{hemi}/score"] = (np.full(fit.r.shape, np.nan, np.float32) if fit.score is None
+                                               else fit.score.astype(np.float32))
+                if fit.block_weight is not None:
+                    h5[f"{model}/{hemi}/preferred_block"] = fit.block_weight.argmax(1).astype(np.int16)
+                    h5[f"{model}/{hemi}/preferred_block"].attrs["blocks"] = fit.block_names
     table = pd.DataFrame(rows)
     table.insert(0, "subject", responses.subject)
     with atomic_path(table_out) as tmp:
@@ -149,10 +130,10 @@ def evaluate_subject(
     plot_preferred_block_rois(
         preferred_by_roi, fmri_title(responses.subject, "preferred feature block per ROI (banded ridge)", random_init),
         figure_preferred_block_out)
-    plot_training_curves({f"{model} {hemi}": training_curves[model, hemi] for model, hemis in per_vertex.items()
-                          for hemi in hemis if (model, hemi) in training_curves},
+    plot_training_curves({f"{model} {hemi}": fit.training_curves for model, hemis in by_model.items()
+                          for hemi, fit in hemis.items() if fit.training_curves},
                          fmri_title(responses.subject, "training curves", random_init), figure_training_out)
-    write_submission(fit_paths, submission_model, submission_dir)
+    write_submission(fits, submission_model, submission_dir)
     atomic_write_text(metrics_out, json.dumps(metrics, indent=2, allow_nan=False))
 
 
@@ -172,44 +153,12 @@ def _row(r: np.ndarray, score: np.ndarray | None) -> dict:
     }
 
 
-def write_submission(fit_paths: list[str | Path], model: str, submission_dir: str | Path) -> None:
-    """Challenge submission files <dir>/{lh,rh}_pred_test.npy (float32, one row per test image) from `model`."""
-    written = 0
-    for fit_path in fit_paths:
-        with h5py.File(fit_path, "r") as h5:
-            if h5.attrs["model"] != model:
-                continue
-            atomic_save_npy(Path(submission_dir) / f"{h5.attrs['hemisphere']}_pred_test.npy",
-                            h5["submission_prediction"][:].astype(np.float32))
-            written += 1
-    if not written:
-        raise ValueError(f"submission model {model!r} is not among the fits {[str(p) for p in fit_paths]}")
-
-
-def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
-                  meg_inputs: list[str | Path] | None = None) -> None:
-    """results/metrics.json, compact enough for `dvc metrics show`: per model the mean over subjects,
-    and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail;
-    under `meg` the MEG summary (evaluate_meg.meg_summary) when MEG metrics are given."""
-    subjects = {}
-    for path in subject_metrics:
-        data = json.loads(Path(path).read_text())
-        subjects[data["subject"]] = {
-            model: {hemi: {k: v for k, v in entry.items() if k != "roi"} for hemi, entry in hemis.items()}
-            for model, hemis in data["models"].items()
-        }
-    summary = {}
-    for model in sorted({m for s in subjects.values() for m in s}):
-        alls = [s[model]["all"] for s in subjects.values() if model in s]
-        scores = [a["challenge_score"] for a in alls]
-        summary[model] = {
-            "mean_r": float(np.mean([a["mean_r"] for a in alls])),
-            "challenge_score": None if None in scores else float(np.mean(scores)),
-            "n_subjects": len(alls),
-        }
-    merged = {"summary": summary, "subjects": subjects}
-    if meg_inputs:
-        from tbdencoder.evaluate.evaluate_meg import meg_summary
-
-        merged["meg"] = meg_summary(meg_inputs)
-    atomic_write_text(out_path, json.dumps(merged, indent=2))
+def write_submission(fits: list[FmriFit], model: str, submission_dir: str | Path) -> None:
+    """Challenge submission files <dir>/{lh,rh}_pred_test.npy (float32, one row per test image) from the `fits`
+    of `model` (read with their submission predictions)."""
+    chosen = [fit for fit in fits if fit.model == model]
+    if not chosen:
+        raise ValueError(f"submission model {model!r} is not among the fits {[str(fit.path) for fit in fits]}")
+    for fit in chosen:
+        atomic_save_npy(Path(submission_dir) / f"{fit.hemisphere}_pred_test.npy",
+                        fit.submission_prediction.astype(np.float32))

@@ -1,5 +1,5 @@
-"""Figures shared by the fMRI and MEG evaluations: per-ROI bar charts, preferred blocks per ROI, training curves,
-and a notice figure for what a run cannot show."""
+"""Figures of the fMRI evaluation (per-ROI bar charts, preferred blocks per ROI) and those shared with the MEG
+evaluation (meg_plots): training curves, a notice figure for what a run cannot show, titles and saving."""
 
 from __future__ import annotations
 

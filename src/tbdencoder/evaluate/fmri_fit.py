@@ -1,0 +1,56 @@
+"""One fMRI fits file as the evaluation reads it: attrs, block weights, training curves, the submission
+predictions of the submission model, and the r and challenge score of its test predictions with the held-out
+responses, read in one opening of the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tbdencoder.data.responses import read_noise_ceiling, read_targets
+from tbdencoder.evaluate.metrics import challenge_score, pearson_r
+from tbdencoder.evaluate.training import TrainingCurve, read_training_curves
+
+
+@dataclass
+class FmriFit:
+    """What the evaluation needs of one fits file (one model x hemisphere), scored against the responses."""
+
+    path: Path
+    model: str
+    hemisphere: str
+    random_init_features: bool
+    r: np.ndarray  # (vertices,) Pearson r of the test predictions
+    score: np.ndarray | None  # (vertices,) challenge score; None without a noise ceiling
+    block_weight: np.ndarray | None = None  # (vertices, blocks) for families with block weights (banded ridge)
+    block_names: list[str] | None = None
+    training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # gradient-trained families
+    submission_prediction: np.ndarray | None = None  # (images, vertices), read for the submission model only
+
+
+def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model: str | None = None) -> FmriFit:
+    """A fits file's record, its test predictions scored against the test responses of `responses_path`."""
+    path = Path(fit_path)
+    with h5py.File(path, "r") as h5:
+        model, hemi = str(h5.attrs["model"]), str(h5.attrs["hemisphere"])
+        prediction = h5["test_prediction"][:]
+        random_init = bool(h5.attrs["random_init_features"])
+        block_weight = h5["block_weight"][:] if "block_weight" in h5 else None
+        block_names = list(h5["feature_blocks"].asstr()[:]) if block_weight is not None else None
+        training_curves = read_training_curves(h5)
+        submission = h5["submission_prediction"][:] if model == submission_model else None
+    r = pearson_r(prediction, read_targets(responses_path, hemi, "test"))
+    noise_ceiling = read_noise_ceiling(responses_path, hemi)
+    return FmriFit(path=path, model=model, hemisphere=hemi, random_init_features=random_init, r=r,
+                   score=None if noise_ceiling is None else challenge_score(r, noise_ceiling),
+                   block_weight=block_weight, block_names=block_names, training_curves=training_curves,
+                   submission_prediction=submission)
+
+
+def score_fit(responses_path: str | Path, fit_path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray | None]:
+    """(model, hemisphere, r per vertex, challenge score per vertex or None) of one fits file."""
+    fit = read_fit(fit_path, responses_path)
+    return fit.model, fit.hemisphere, fit.r, fit.score

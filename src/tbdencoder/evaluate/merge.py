@@ -1,0 +1,71 @@
+"""Step `merge_metrics`: every subject's metrics, fMRI (evaluate_fmri) and MEG (evaluate_meg), in one
+results/metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tbdencoder.io import atomic_write_text
+
+
+def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
+                  meg_inputs: list[str | Path] | None = None) -> None:
+    """results/metrics.json, compact enough for `dvc metrics show`: the fMRI summary (fmri_summary) and, under
+    `meg`, the MEG summary (meg_summary) when MEG metrics are given."""
+    merged = fmri_summary(subject_metrics)
+    if meg_inputs:
+        merged["meg"] = meg_summary(meg_inputs)
+    atomic_write_text(out_path, json.dumps(merged, indent=2))
+
+
+def fmri_summary(metric_paths: list[str | Path]) -> dict:
+    """The fMRI part of results/metrics.json: per model the mean over subjects, and per subject x model x
+    hemisphere (and 'all') the summary without the per-ROI detail."""
+    subjects = {}
+    for path in metric_paths:
+        data = json.loads(Path(path).read_text())
+        subjects[data["subject"]] = {
+            model: {hemi: {k: v for k, v in entry.items() if k != "roi"} for hemi, entry in hemis.items()}
+            for model, hemis in data["models"].items()
+        }
+    summary = {}
+    for model in sorted({m for s in subjects.values() for m in s}):
+        alls = [s[model]["all"] for s in subjects.values() if model in s]
+        scores = [a["challenge_score"] for a in alls]
+        summary[model] = {
+            "mean_r": float(np.mean([a["mean_r"] for a in alls])),
+            "challenge_score": None if None in scores else float(np.mean(scores)),
+            "n_subjects": len(alls),
+        }
+    return {"summary": summary, "subjects": subjects}
+
+
+def meg_summary(metric_paths: list[str | Path]) -> dict:
+    """The MEG part of results/metrics.json: every subject's metrics without the per-time lists (compact for
+    `dvc metrics show`), the mean over training subjects (models scored with scheme scene_cv) of peak r and
+    latency, and the held-out subjects' peak r."""
+    subjects = {}
+    for path in metric_paths:
+        data = json.loads(Path(path).read_text())
+        data.pop("times", None)
+        for entry in data["models"].values():
+            entry.pop("mean_r_over_time", None)
+        subjects[data["subject"]] = data
+    training: dict[str, list[dict]] = {}
+    heldout: dict[str, dict[str, float]] = {}
+    for label, data in subjects.items():
+        for model, entry in data["models"].items():
+            if entry["scheme"] == "scene_cv":
+                training.setdefault(model, []).append(entry)
+            elif entry["scheme"] == "heldout_subject":
+                heldout.setdefault(label, {})[model] = entry["mean_r_at_peak"]
+    mean_over_training = {
+        model: {"mean_r_at_peak": float(np.mean([e["mean_r_at_peak"] for e in entries])),
+                "peak_latency_s": float(np.mean([e["peak_latency_s"] for e in entries])),
+                "n_subjects": len(entries)}
+        for model, entries in sorted(training.items())
+    }
+    return {"subjects": subjects, "mean_over_training_subjects": mean_over_training, "heldout": heldout}
