@@ -82,7 +82,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_uninterrupted_resu
     with pytest.raises(KeyboardInterrupt):
         train(killed, *_data(), settings, device="cpu", checkpoint=checkpoint)
     handle.remove()
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 12
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 12
 
     calls = {"n": 0}
     resumed = _network()
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path):
     fresh = train(_network(), *_data(seed=5), settings, device="cpu")
     again = train(_network(), *_data(seed=5), settings, device="cpu", checkpoint=checkpoint)
     np.testing.assert_array_equal(again.validation_loss, fresh.validation_loss)
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 8
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 8
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():

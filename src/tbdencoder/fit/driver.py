@@ -3,7 +3,8 @@
 A problem is a pool of training rows and a set of rows to predict; a scheme is a list of folds, each
 (training rows of the pool, rows to predict). The schemes the pipeline uses:
 
-- fixed split (fMRI): one fold, all training rows -> the scored and the submission images;
+- fixed split (fMRI, `fit_subjects`): all training rows -> the scored and the submission images, for one
+  subject or several (a family with `many_subjects` fitted on all at once, any other per subject);
 - scene-grouped CV (MEG, within subject): the pool is the subject's own rows; each fold predicts the
   rows on some scenes from the rows on the other scenes;
 - held-out subject (MEG): the pool is the other subjects' rows; each fold predicts the held-out
@@ -27,7 +28,7 @@ from sklearn.model_selection import GroupKFold
 
 from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.io import get_logger
-from tbdencoder.models.base import build_encoder
+from tbdencoder.models.base import build_encoder, build_subjects_encoder
 
 log = get_logger("fit")
 
@@ -94,6 +95,35 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
     return FoldFits(prediction, row_fold, states, artifacts)
 
 
+def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str, Rows],
+                 targets: dict[str, dict[str, Any]], *, device: str = "auto", checkpoint_dir: str | Path | None = None,
+                 label: str = "") -> dict[str, FoldFits]:
+    """The fixed split over several subjects: one model of `spec` fitted on every subject's training rows
+    predicts every subject's target rows; per subject, what `fit_by_folds` returns for one fold.
+
+    A family with `many_subjects` sees all subjects at once (targets per subject, widths may differ); any
+    other family is fitted per subject (models.base.PerSubject), as if each subject were fitted alone.
+    """
+    subjects = list(train)
+
+    def whose(part: dict[str, Rows]) -> np.ndarray:
+        return np.concatenate([np.full(part[s].X.n_rows, s) for s in subjects])
+
+    grouped = all(train[s].groups is not None for s in subjects)
+    model = build_subjects_encoder(spec, device, checkpoint_dir).fit(
+        FeatureSet.stack([train[s].X for s in subjects]), {s: train[s].Y for s in subjects},
+        groups=np.concatenate([train[s].groups for s in subjects]) if grouped else None, subjects=whose(train),
+        targets=targets)
+    prediction = model.predict(FeatureSet.stack([target[s].X for s in subjects]), subjects=whose(target),
+                               targets=targets)
+    states, artifacts = model.state(), model.artifacts()
+    log.info("%s: %s fitted on %s rows of %d subject(s), predicted %s rows", label, spec["family"],
+             "+".join(str(train[s].X.n_rows) for s in subjects), len(subjects),
+             "+".join(str(target[s].X.n_rows) for s in subjects))
+    return {s: FoldFits(np.asarray(prediction[s], dtype=np.float32), np.zeros(target[s].X.n_rows, dtype=np.int64),
+                        [states[s]], [artifacts[s]]) for s in subjects}
+
+
 def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
     """Hex sha256 of the training features and targets (float32 bytes, shapes included)."""
     digest = hashlib.sha256()
@@ -123,11 +153,6 @@ def read_artifacts(h5, fold: int = 0) -> dict[str, np.ndarray]:
     arrays = {}
     h5[f"folds/{fold}"].visititems(lambda name, item: arrays.__setitem__(name, item[()]) if hasattr(item, "dtype") else None)
     return arrays
-
-
-def fixed_split(n_pool: int, n_target: int) -> list[Fold]:
-    """One fold: every pool row trains, every target row is predicted."""
-    return [Fold(np.ones(n_pool, dtype=bool), np.arange(n_target))]
 
 
 def scene_folds(target_scenes: np.ndarray, pool_scenes: np.ndarray, n_folds: int, inner_folds: int, seed: int,

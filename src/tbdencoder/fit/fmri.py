@@ -35,7 +35,7 @@ import numpy as np
 from tbdencoder.data.cortex import LazyTargets, vertex_positions
 from tbdencoder.data.responses import Responses, read_rois, read_targets
 from tbdencoder.features.featureset import FeatureSet, load_model_features
-from tbdencoder.fit.driver import (Rows, checkpoint_dir, fit_by_folds, fixed_split, read_artifacts, training_sha256,
+from tbdencoder.fit.driver import (FoldFits, Rows, checkpoint_dir, fit_subjects, read_artifacts, training_sha256,
                                    write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import FAMILIES, Encoder
@@ -67,38 +67,69 @@ def fmri_targets(responses_path: str | Path, hemisphere: str) -> dict[str, Any]:
 def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str | Path, hemisphere: str, model_name: str,
              spec: dict[str, Any], out_path: str | Path, device: str = "auto") -> None:
     """Fit on the training rows, predict the scored rows and the submission images, save everything."""
+    fit_fmri_subjects([FmriUnit(features_path, responses_path, out_path)], hemisphere, model_name, spec, device)
+
+
+@dataclass
+class FmriUnit:
+    """One subject's hemisphere of a fit: its features file(s), responses.h5 and fits file."""
+
+    features: str | Path | list[str | Path]
+    responses: str | Path
+    out: str | Path
+
+
+def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, spec: dict[str, Any],
+                      device: str = "auto") -> None:
+    """One model of `spec` for the subjects of `units` (the fixed split of each responses.h5; `fit.driver.
+    fit_subjects`): a family with `many_subjects` is fitted on all of them at once, any other per subject.
+    Each subject's fits file is written as `fit_fmri` writes it."""
     start = time.perf_counter()
-    responses = Responses.read(responses_path)
-    train = Rows(_features(features_path, responses.train_stimulus_id, spec),
-                 read_targets(responses_path, hemisphere, "train"))
-    check_folds(spec["cv_folds"], train.X.n_rows, f"fit.cv_folds ({responses_path}, {hemisphere})")
-    predicted_ids = responses.test_stimulus_id + responses.submission_stimulus_id
-    target = Rows(_features(features_path, predicted_ids, spec))
-    targets = fmri_targets(responses_path, hemisphere)
-    checkpoints = checkpoint_dir(out_path)
-    fits = fit_by_folds(spec, train, target, fixed_split(train.X.n_rows, target.X.n_rows), targets=targets,
-                        device=device, checkpoint_dir=checkpoints, label=f"{responses.subject} {hemisphere} {model_name}")
-    prediction, (state,) = fits.prediction, fits.states
-    random_init = any(_random_init(path) for path in _paths(features_path))
+    train, target, targets, responses = {}, {}, {}, {}
+    for unit in units:
+        read = Responses.read(unit.responses)
+        subject = read.subject
+        if subject in responses:
+            raise ValueError(f"{unit.responses}: subject {subject} is given twice (also {units[0].responses})")
+        responses[subject] = read
+        train[subject] = Rows(_features(unit.features, read.train_stimulus_id, spec),
+                              read_targets(unit.responses, hemisphere, "train"))
+        check_folds(spec["cv_folds"], train[subject].X.n_rows, f"fit.cv_folds ({unit.responses}, {hemisphere})")
+        target[subject] = Rows(_features(unit.features, read.test_stimulus_id + read.submission_stimulus_id, spec))
+        targets[subject] = fmri_targets(unit.responses, hemisphere)
+    checkpoints = checkpoint_dir(units[0].out)
+    fits = fit_subjects(spec, train, target, targets, device=device, checkpoint_dir=checkpoints,
+                        label=f"{'+'.join(responses)} {hemisphere} {model_name}")
+    for unit, (subject, fit) in zip(units, fits.items()):
+        _write_fit(unit, responses[subject], hemisphere, model_name, spec, train[subject], fit)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    log.info("%s %s (%s): %d subject(s) in %.1f s", hemisphere, model_name, spec["family"], len(units),
+             time.perf_counter() - start)
+
+
+def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name: str, spec: dict[str, Any],
+               train: Rows, fit: FoldFits) -> None:
+    (state,) = fit.states
+    random_init = any(_random_init(path) for path in _paths(unit.features))
     n_test = len(responses.test_stimulus_id)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
-        h5["test_prediction"] = prediction[:n_test]
-        h5["submission_prediction"] = prediction[n_test:]
+    with atomic_path(unit.out) as tmp, h5py.File(tmp, "w") as h5:
+        h5["test_prediction"] = fit.prediction[:n_test]
+        h5["submission_prediction"] = fit.prediction[n_test:]
         for key, values in state.items():
             h5[key] = np.asarray(values, dtype=np.float32)
-        write_artifacts(h5, fits.artifacts)
+        write_artifacts(h5, fit.artifacts)
         write_strings(h5, "feature_blocks", train.X.names)
         h5["block_sizes"] = train.X.block_sizes
         h5.attrs.update(
             subject=responses.subject, hemisphere=hemisphere, model=model_name, family=spec["family"],
             backbone=json.dumps(spec["backbone"]), layers=json.dumps(spec["layers"]), tokens=spec["tokens"],
-            spec=json.dumps(spec, sort_keys=True), random_init_features=random_init, features=json.dumps(_paths(features_path)),
-            responses=str(responses_path), training_sha256=training_sha256(train.X, train.Y),
+            spec=json.dumps(spec, sort_keys=True), random_init_features=random_init,
+            features=json.dumps(_paths(unit.features)), responses=str(unit.responses),
+            training_sha256=training_sha256(train.X, train.Y),
         )
-    shutil.rmtree(checkpoints, ignore_errors=True)
     summary = ", ".join(f"median {key} {float(np.median(values)):.3g}" for key, values in state.items())
-    log.info("%s %s %s (%s): X %s -> Y %s, %s, %.1f s%s", responses.subject, hemisphere, model_name, spec["family"],
-             (train.X.n_rows, sum(train.X.block_sizes)), train.Y.shape, summary, time.perf_counter() - start,
+    log.info("%s %s %s (%s): X %s -> Y %s, %s%s", responses.subject, hemisphere, model_name, spec["family"],
+             (train.X.n_rows, sum(train.X.block_sizes)), train.Y.shape, summary,
              " (features from a RANDOM-INIT network)" if random_init else "")
 
 
@@ -108,11 +139,12 @@ class FittedModel:
 
     model: Encoder
     spec: dict[str, Any]
+    targets: dict[str, Any]
 
     def predict(self, features_path: str | Path | list[str | Path], stimulus_ids: list[str]) -> np.ndarray:
         """(n, V) predictions for stimuli of a features file (the same backbone and layers as the fit; one file
         per backbone for a model combining several)."""
-        return self.model.predict(_features(features_path, stimulus_ids, self.spec))
+        return self.model.predict(_features(features_path, stimulus_ids, self.spec), targets=self.targets)
 
 
 def _random_init(features_path: str) -> bool:
@@ -145,7 +177,8 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | list[str | Pat
     if training_sha256(X, Y) != attrs["training_sha256"]:
         raise ValueError(f"{fit_path}: the training data in {features_path} and {responses_path} are not what "
                          "the model was fitted on (sha256 differs); rerun the fit")
-    return FittedModel(FAMILIES[spec["family"]].reload(state, X, Y, device=device), spec)
+    return FittedModel(FAMILIES[spec["family"]].reload(state, X, Y, device=device), spec,
+                       fmri_targets(responses_path, str(attrs["hemisphere"])))
 
 
 def predict_stimuli(fit_path: str | Path, features_path: str | Path | list[str | Path], out_path: str | Path, *,

@@ -15,6 +15,7 @@ new hyper-parameter travels from the schema to the family without any code in be
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +50,64 @@ class Encoder(Protocol):
 
     # Optional: `artifacts() -> dict[str, np.ndarray]`, arrays that are not per target (network weights,
     # loss curves); fits files keep them per fold (`folds/<k>/<name>`) and `reload` gets them with the state.
+
+
+class SubjectsEncoder(Protocol):
+    """A family fitted on several subjects at once (class attribute `many_subjects = True`).
+
+    X stacks every subject's rows; `subjects` (n,) says whose each row is. Y, the targets' metadata and the
+    predictions are per subject (dicts keyed by subject): fMRI subjects have different vertex counts, MEG
+    subjects share sensors x times. A subject's rows in X are in the order of its rows of Y.
+    """
+
+    many_subjects: bool
+
+    def fit(self, X: FeatureSet, Y: dict[str, np.ndarray], *, groups: np.ndarray | None = None,
+            subjects: np.ndarray, targets: dict[str, dict[str, Any]]) -> "SubjectsEncoder": ...
+
+    def predict(self, X: FeatureSet, *, subjects: np.ndarray,
+                targets: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]: ...
+
+    def state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per subject: its per-target arrays."""
+        ...
+
+    def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per subject: the arrays its fits file keeps beside the state (a shared trunk may be in each)."""
+        ...
+
+
+class PerSubject:
+    """A single-subject family as a SubjectsEncoder: one model per subject, fitted on that subject's rows
+    only. `make(subject)` builds a subject's unfitted model. The family never sees the difference."""
+
+    many_subjects = True
+
+    def __init__(self, make):
+        self.make = make
+
+    def fit(self, X: FeatureSet, Y: dict[str, np.ndarray], *, groups: np.ndarray | None = None,
+            subjects: np.ndarray, targets: dict[str, dict[str, Any]]) -> "PerSubject":
+        self.models_ = {}
+        for subject, Y_subject in Y.items():
+            rows = subjects == subject
+            self.models_[subject] = self.make(subject).fit(
+                X.take(rows), Y_subject, groups=None if groups is None else groups[rows], subjects=subjects[rows],
+                targets=targets[subject])
+        return self
+
+    def predict(self, X: FeatureSet, *, subjects: np.ndarray,
+                targets: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {subject: self.models_[subject].predict(X.take(subjects == subject), subjects=subjects[subjects == subject],
+                                                        targets=targets[subject])
+                for subject in dict.fromkeys(subjects)}
+
+    def state(self) -> dict[str, dict[str, np.ndarray]]:
+        return {subject: model.state() for subject, model in self.models_.items()}
+
+    def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
+        return {subject: model.artifacts() if hasattr(model, "artifacts") else {}
+                for subject, model in self.models_.items()}
 
 
 def register(name: str):
@@ -90,3 +149,13 @@ def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None) -
     if "checkpoint" in accepted:
         kwargs["checkpoint"] = checkpoint
     return cls(**kwargs)
+
+
+def build_subjects_encoder(spec: dict[str, Any], device: str = "auto",
+                           checkpoint_dir: str | Path | None = None) -> SubjectsEncoder:
+    """A model of `spec` for several subjects: the family's own when it has `many_subjects`, else one model
+    per subject (PerSubject). Checkpoints: `<checkpoint_dir>/joint.pt`, or one `<subject>.pt` each."""
+    checkpoint = (lambda name: None) if checkpoint_dir is None else (lambda name: Path(checkpoint_dir) / f"{name}.pt")
+    if getattr(FAMILIES.get(spec.get("family")), "many_subjects", False):
+        return build_encoder(spec, device, checkpoint("joint"))
+    return PerSubject(lambda subject: build_encoder(spec, device, checkpoint(subject)))

@@ -1,0 +1,96 @@
+"""Several subjects in one model (models.base.SubjectsEncoder, fit.driver.fit_subjects): targets per subject
+of different widths reach a `many_subjects` family together; any other family is fitted per subject exactly
+as if each subject were fitted alone."""
+
+import h5py
+import numpy as np
+import pytest
+
+from tbdencoder.data.prepare_fmri import prepare_fmri
+from tbdencoder.fit.fmri import FmriUnit, fit_fmri, fit_fmri_subjects
+from tbdencoder.io import write_strings
+from tbdencoder.models.base import FAMILIES, register
+
+
+class SharedOffset:
+    """A toy joint family: per subject and target the training mean, plus one offset shared by all subjects
+    (the mean over subjects of their grand means). Records what it receives."""
+
+    many_subjects = True
+    received = {}
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, X, Y, *, groups=None, subjects, targets):
+        SharedOffset.received = {"widths": {s: y.shape[1] for s, y in Y.items()}, "rows": X.n_rows,
+                                 "subjects": list(dict.fromkeys(subjects)), "targets": targets}
+        self.shared_ = float(np.mean([y.mean() for y in Y.values()]))
+        self.means_ = {s: y.mean(0) for s, y in Y.items()}
+        return self
+
+    def predict(self, X, *, subjects, targets):
+        return {s: np.tile(self.means_[s] + self.shared_, ((subjects == s).sum(), 1)) for s in self.means_}
+
+    def state(self):
+        return {s: {"mean": m} for s, m in self.means_.items()}
+
+    def artifacts(self):
+        return {s: {"shared": np.array(self.shared_)} for s in self.means_}
+
+
+@pytest.fixture
+def two_subjects(tiny_fmri_dataset, tmp_path):
+    units = []
+    for subject in ("subj01", "subj02"):
+        responses = tmp_path / f"{subject}_responses.h5"
+        prepare_fmri(tiny_fmri_dataset, subject, ["lh"], ["streams"], 0.2, 0, responses, tmp_path / f"{subject}.h5")
+        with h5py.File(responses) as h5:
+            ids = list(dict.fromkeys([*h5["train_stimulus_id"].asstr()[:], *h5["test_stimulus_id"].asstr()[:],
+                                      *h5["submission_stimulus_id"].asstr()[:]]))
+        features = tmp_path / f"{subject}_features.h5"
+        with h5py.File(features, "w") as h5:
+            write_strings(h5, "stimulus_id", ids)
+            h5["layers/block01/global"] = np.random.default_rng(len(units)).standard_normal((len(ids), 5)).astype(
+                np.float32)
+        units.append(FmriUnit(features, responses, tmp_path / f"{subject}_fit.h5"))
+    return units
+
+
+SPEC = {"backbone": "b", "layers": [1], "tokens": ["global"], "alphas": [0.1, 10.0, 1000.0], "cv_folds": 3, "seed": 0}
+
+
+def test_a_joint_family_gets_every_subject_with_its_own_width(two_subjects):
+    register("shared_offset")(SharedOffset)
+    try:
+        fit_fmri_subjects(two_subjects, "lh", "joint", {**SPEC, "family": "shared_offset"}, device="cpu")
+    finally:
+        del FAMILIES["shared_offset"]
+    received = SharedOffset.received
+    assert received["subjects"] == ["subj01", "subj02"] and received["widths"] == {"subj01": 120, "subj02": 90}
+    assert set(received["targets"]) == {"subj01", "subj02"}
+    assert received["targets"]["subj02"]["roi"]["streams"].shape == (90,)
+    shared = []
+    for unit, width in zip(two_subjects, (120, 90)):
+        with h5py.File(unit.out) as h5, h5py.File(unit.responses) as responses:
+            train = responses["lh/train"][:]
+            assert h5["test_prediction"].shape[1] == width and h5.attrs["subject"] == unit.out.name[:6]
+            np.testing.assert_allclose(h5["mean"][:], train.mean(0), rtol=1e-5)
+            shared.append(float(h5["folds/0/shared"][()]))
+            np.testing.assert_allclose(h5["test_prediction"][0], train.mean(0) + shared[-1], rtol=1e-5)
+    assert shared[0] == shared[1]  # one offset learnt from both subjects
+
+
+def test_a_single_subject_family_over_several_subjects_fits_each_alone(two_subjects, tmp_path):
+    fit_fmri_subjects(two_subjects, "lh", "ridge", {**SPEC, "family": "ridge"}, device="cpu")
+    for unit in two_subjects:
+        alone = tmp_path / f"alone_{unit.out.name}"
+        fit_fmri(unit.features, unit.responses, "lh", "ridge", {**SPEC, "family": "ridge"}, alone, device="cpu")
+        with h5py.File(unit.out) as together, h5py.File(alone) as expected:
+            np.testing.assert_array_equal(together["test_prediction"][:], expected["test_prediction"][:])
+            np.testing.assert_array_equal(together["alpha"][:], expected["alpha"][:])
+
+
+def test_a_subject_given_twice_is_refused(two_subjects):
+    with pytest.raises(ValueError, match="subject subj01 is given twice"):
+        fit_fmri_subjects([two_subjects[0], two_subjects[0]], "lh", "m", {**SPEC, "family": "ridge"}, device="cpu")
