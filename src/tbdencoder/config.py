@@ -97,6 +97,9 @@ def check_model(spec: dict[str, Any], modality: str, source: str, key: str) -> l
     own = {name: value for name, value in spec.items() if name in family["properties"]}
     lines += _errors(own, {"type": "object", "properties": family["properties"],
                            "required": family.get("required", [])}, source, key)
+    if "from_models" in spec and not family.get("reads_fits"):
+        lines.append(f"{source}: key '{key}.from_models': family {spec['family']} reads no other model's fits "
+                     f"(families that do: {sorted(n for n, e in families.items() if e.get('reads_fits')) or 'none yet'})")
     if modality == "meg" and "streams" not in spec:
         lines.append(f"{source}: key '{key}': a MEG model needs 'streams' (foveal, parafoveal or both)")
     if modality == "meg" and not isinstance(spec["backbone"], str):
@@ -127,9 +130,30 @@ def _check_references(params: dict[str, Any], source: str) -> None:
         _check_fmri(params, backbones, source)
 
 
+def _check_from_models(modality: str, models: dict[str, Any], source: str) -> None:
+    """`from_models` names models of the same modality, never the model itself or a cycle of models."""
+    for name, spec in models.items():
+        unknown = sorted(set(spec.get("from_models", [])) - set(models))
+        if unknown:
+            raise ParamsError(f"{source}: key '{modality}.models.{name}.from_models': {unknown} are not "
+                              f"{modality}.models {sorted(models)}")
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            raise ParamsError(f"{source}: key '{modality}.models.{path[0]}.from_models': models read each other's "
+                              f"fits in a cycle ({cycle})")
+        for other in models[name].get("from_models", []):
+            visit(other, path + [name])
+
+    for name in models:
+        visit(name, [])
+
+
 def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
     fmri = params["fmri"]
     _check_alphas("fmri.fit.alphas", fmri["fit"]["alphas"], source)
+    _check_from_models("fmri", fmri["models"], source)
     for name, spec in fmri["models"].items():
         _check_model_features(f"fmri.models.{name}", spec, backbones, source)
     if fmri["evaluation"]["submission_model"] not in fmri["models"]:
@@ -187,6 +211,7 @@ def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, A
 
 def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
     _check_alphas("meg.fit.alphas", meg["fit"]["alphas"], source)
+    _check_from_models("meg", meg["models"], source)
     for name, spec in meg["models"].items():
         _check_model_features(f"meg.models.{name}", spec, backbones, source)
     both = sorted(set(meg["subjects"]) & set(meg["heldout_subjects"]))

@@ -71,11 +71,12 @@ class FoldFits:
 
 def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fold], *,
                  targets: dict[str, Any] | None = None, device: str = "auto", checkpoint_dir: str | Path | None = None,
-                 label: str = "") -> FoldFits:
+                 from_fits: dict[str, str] | None = None, label: str = "") -> FoldFits:
     """Fit one model of `spec` per fold on its training rows and predict its rows of `target`.
 
     A family that checkpoints (its constructor takes `checkpoint`) gets `<checkpoint_dir>/fold<k>.pt`, so
-    an interrupted fit resumes fold by fold.
+    an interrupted fit resumes fold by fold. `from_fits` ({model: fits file}) goes to a family that reads
+    other models' fits (the spec's `from_models`).
     """
     prediction = np.zeros((target.X.n_rows, pool.Y.shape[1]), dtype=np.float32)
     row_fold = np.full(target.X.n_rows, -1, dtype=np.int64)
@@ -83,7 +84,7 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
     for index, fold in enumerate(folds):
         train = pool.take(fold.train)
         checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{index}.pt"
-        model = build_encoder(spec, device, checkpoint).fit(train.X, train.Y, groups=train.groups,
+        model = build_encoder(spec, device, checkpoint, from_fits).fit(train.X, train.Y, groups=train.groups,
                                                             subjects=train.subjects, targets=targets)
         rows = target.take(fold.predict)
         prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects, targets=targets)
@@ -97,7 +98,7 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
 
 def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str, Rows],
                  targets: dict[str, dict[str, Any]], *, device: str = "auto", checkpoint_dir: str | Path | None = None,
-                 label: str = "") -> dict[str, FoldFits]:
+                 from_fits: dict[str, str] | None = None, label: str = "") -> dict[str, FoldFits]:
     """The fixed split over several subjects: one model of `spec` fitted on every subject's training rows
     predicts every subject's target rows; per subject, what `fit_by_folds` returns for one fold.
 
@@ -110,7 +111,7 @@ def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str,
         return np.concatenate([np.full(part[s].X.n_rows, s) for s in subjects])
 
     grouped = all(train[s].groups is not None for s in subjects)
-    model = build_subjects_encoder(spec, device, checkpoint_dir).fit(
+    model = build_subjects_encoder(spec, device, checkpoint_dir, from_fits).fit(
         FeatureSet.stack([train[s].X for s in subjects]), {s: train[s].Y for s in subjects},
         groups=np.concatenate([train[s].groups for s in subjects]) if grouped else None, subjects=whose(train),
         targets=targets)

@@ -38,7 +38,7 @@ from tbdencoder.features.featureset import FeatureSet, load_model_features
 from tbdencoder.fit.driver import (FoldFits, Rows, checkpoint_dir, fit_subjects, read_artifacts, training_sha256,
                                    write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
-from tbdencoder.models.base import FAMILIES, Encoder
+from tbdencoder.models.base import Encoder, reload_encoder
 from tbdencoder.models.ridge import check_folds
 
 log = get_logger("fit")
@@ -65,9 +65,12 @@ def fmri_targets(responses_path: str | Path, hemisphere: str) -> dict[str, Any]:
 
 
 def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str | Path, hemisphere: str, model_name: str,
-             spec: dict[str, Any], out_path: str | Path, device: str = "auto") -> None:
-    """Fit on the training rows, predict the scored rows and the submission images, save everything."""
-    fit_fmri_subjects([FmriUnit(features_path, responses_path, out_path)], hemisphere, model_name, spec, device)
+             spec: dict[str, Any], out_path: str | Path, device: str = "auto",
+             from_fits: dict[str, str] | None = None) -> None:
+    """Fit on the training rows, predict the scored rows and the submission images, save everything.
+    `from_fits`: the fits files of the spec's `from_models` ({model: path}), for a family that reads them."""
+    fit_fmri_subjects([FmriUnit(features_path, responses_path, out_path)], hemisphere, model_name, spec, device,
+                      from_fits)
 
 
 @dataclass
@@ -80,7 +83,7 @@ class FmriUnit:
 
 
 def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, spec: dict[str, Any],
-                      device: str = "auto") -> None:
+                      device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
     """One model of `spec` for the subjects of `units` (the fixed split of each responses.h5; `fit.driver.
     fit_subjects`): a family with `many_subjects` is fitted on all of them at once, any other per subject.
     Each subject's fits file is written as `fit_fmri` writes it."""
@@ -98,17 +101,17 @@ def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, s
         target[subject] = Rows(_features(unit.features, read.test_stimulus_id + read.submission_stimulus_id, spec))
         targets[subject] = fmri_targets(unit.responses, hemisphere)
     checkpoints = checkpoint_dir(units[0].out)
-    fits = fit_subjects(spec, train, target, targets, device=device, checkpoint_dir=checkpoints,
+    fits = fit_subjects(spec, train, target, targets, device=device, checkpoint_dir=checkpoints, from_fits=from_fits,
                         label=f"{'+'.join(responses)} {hemisphere} {model_name}")
     for unit, (subject, fit) in zip(units, fits.items()):
-        _write_fit(unit, responses[subject], hemisphere, model_name, spec, train[subject], fit)
+        _write_fit(unit, responses[subject], hemisphere, model_name, spec, train[subject], fit, from_fits)
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s %s (%s): %d subject(s) in %.1f s", hemisphere, model_name, spec["family"], len(units),
              time.perf_counter() - start)
 
 
 def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name: str, spec: dict[str, Any],
-               train: Rows, fit: FoldFits) -> None:
+               train: Rows, fit: FoldFits, from_fits: dict[str, str] | None) -> None:
     (state,) = fit.states
     random_init = any(_random_init(path) for path in _paths(unit.features))
     n_test = len(responses.test_stimulus_id)
@@ -125,7 +128,7 @@ def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name
             backbone=json.dumps(spec["backbone"]), layers=json.dumps(spec["layers"]), tokens=spec["tokens"],
             spec=json.dumps(spec, sort_keys=True), random_init_features=random_init,
             features=json.dumps(_paths(unit.features)), responses=str(unit.responses),
-            training_sha256=training_sha256(train.X, train.Y),
+            training_sha256=training_sha256(train.X, train.Y), from_fits=json.dumps(from_fits or {}),
         )
     summary = ", ".join(f"median {key} {float(np.median(values)):.3g}" for key, values in state.items())
     log.info("%s %s %s (%s): X %s -> Y %s, %s%s", responses.subject, hemisphere, model_name, spec["family"],
@@ -177,8 +180,8 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | list[str | Pat
     if training_sha256(X, Y) != attrs["training_sha256"]:
         raise ValueError(f"{fit_path}: the training data in {features_path} and {responses_path} are not what "
                          "the model was fitted on (sha256 differs); rerun the fit")
-    return FittedModel(FAMILIES[spec["family"]].reload(state, X, Y, device=device), spec,
-                       fmri_targets(responses_path, str(attrs["hemisphere"])))
+    model = reload_encoder(spec, state, X, Y, device, json.loads(attrs.get("from_fits", "{}")))
+    return FittedModel(model, spec, fmri_targets(responses_path, str(attrs["hemisphere"])))
 
 
 def predict_stimuli(fit_path: str | Path, features_path: str | Path | list[str | Path], out_path: str | Path, *,

@@ -37,7 +37,7 @@ from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.fit.driver import (Fold, Rows, checkpoint_dir, fit_by_folds, read_artifacts, scene_folds, training_sha256,
                                    write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
-from tbdencoder.models.base import FAMILIES, Encoder
+from tbdencoder.models.base import Encoder, reload_encoder
 
 log = get_logger("fit_meg")
 STATE = "state"  # fits files keep each fold's per-target state under folds/<k>/state/
@@ -147,24 +147,27 @@ def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: 
 
 
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
-                    spec: dict[str, Any], device: str = "auto") -> None:
-    """Out-of-fold predictions of one subject's epochs, folds grouped by scene."""
-    _fit(meg_problem(spec, epochs_path, features_path), out_path, model_name, spec, device)
+                    spec: dict[str, Any], device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
+    """Out-of-fold predictions of one subject's epochs, folds grouped by scene. `from_fits`: the fits files of
+    the spec's `from_models` ({model: path}), for a family that reads them."""
+    _fit(meg_problem(spec, epochs_path, features_path), out_path, model_name, spec, device, from_fits)
 
 
 def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | Path], epochs_path: str | Path,
                     features_path: str | Path, out_path: str | Path, *, model_name: str, spec: dict[str, Any],
-                    device: str = "auto") -> None:
+                    device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
     """Predict a held-out subject from models trained on the other subjects (shared sensor space)."""
     _fit(meg_problem(spec, epochs_path, features_path, train_epochs, train_features), out_path, model_name, spec,
-         device)
+         device, from_fits)
 
 
-def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[str, Any], device: str) -> None:
+def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[str, Any], device: str,
+         from_fits: dict[str, str] | None) -> None:
     start = time.perf_counter()
     rows = problem.target
     fits = fit_by_folds(_family_spec(spec), problem.pool, rows.rows(), problem.folds, targets=meg_targets(rows),
-                        device=device, checkpoint_dir=checkpoint_dir(out_path), label=f"{rows.subject} {model_name}")
+                        device=device, checkpoint_dir=checkpoint_dir(out_path), from_fits=from_fits,
+                        label=f"{rows.subject} {model_name}")
     shape = (len(rows.ch_names), len(rows.times))
     prediction, states = fits.prediction, fits.states
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
@@ -185,7 +188,7 @@ def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[
             ch_names=rows.ch_names, scheme=problem.scheme, n_folds=len(states),
             train_subjects=problem.train_subjects, random_init_features=rows.random_init_features,
             spec=json.dumps(spec, sort_keys=True), inputs=json.dumps(problem.inputs),
-            training_sha256=training_sha256(problem.pool.X, problem.pool.Y),
+            training_sha256=training_sha256(problem.pool.X, problem.pool.Y), from_fits=json.dumps(from_fits or {}),
             prediction_units="z-score per sensor x time over the subject's fixations",
         )
     log.info("%s %s (%s, %s, %s): X %s, %d targets, %d folds; %.1f s%s", rows.subject, model_name, spec["family"],
@@ -241,7 +244,7 @@ def load_fitted_meg(fit_path: str | Path, device: str = "auto") -> FittedMeg:
     for arrays, fold in zip(folds, problem.folds):
         state = {name.removeprefix(f"{STATE}/"): value for name, value in arrays.items()}
         train = problem.pool.take(fold.train)
-        models.append(FAMILIES[spec["family"]].reload(state, train.X, train.Y, device=device))
+        models.append(reload_encoder(spec, state, train.X, train.Y, device, json.loads(attrs.get("from_fits", "{}"))))
     return FittedMeg(models, problem, spec)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from tbdencoder.features.featureset import FeatureSet
 
 FAMILIES: dict[str, type] = {}
-FEATURE_KEYS = ("family", "backbone", "layers", "tokens", "streams")  # read by the driver, not by the family
+FEATURE_KEYS = ("family", "backbone", "layers", "tokens", "streams", "from_models")  # read by the driver
 FIT_KEYS = ("alphas", "cv_folds", "seed", "outer_folds", "inner_folds")  # the modality's fit settings
 
 
@@ -122,12 +122,14 @@ def register(name: str):
     return add
 
 
-def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None) -> Encoder:
+def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None,
+                  from_fits: dict[str, str] | None = None) -> Encoder:
     """An unfitted model of `spec['family']`: its hyper-parameters from the spec, the schema's defaults for
     those the spec leaves out, and the fit settings (`alphas`, `cv_folds`, `seed`) its constructor names.
 
     A key that is neither a model key, a fit setting nor one of the family's hyper-parameters is refused.
-    `device` and `checkpoint` (a file a gradient-trained family resumes from) go to families that take them.
+    `device` and `checkpoint` (a file a gradient-trained family resumes from) go to families that take them,
+    and `from_fits` ({model name: fits file} of the spec's `from_models`) to families that read other fits.
     """
     from tbdencoder.config import family_defaults, load_schema
 
@@ -148,14 +150,30 @@ def build_encoder(spec: dict[str, Any], device: str = "auto", checkpoint=None) -
         kwargs["device"] = device
     if "checkpoint" in accepted:
         kwargs["checkpoint"] = checkpoint
+    if sorted(from_fits or {}) != sorted(spec.get("from_models", [])):
+        raise ValueError(f"model spec names from_models {spec.get('from_models', [])} but got fits of "
+                         f"{sorted(from_fits or {})}")
+    if from_fits:
+        if "from_fits" not in accepted:
+            raise ValueError(f"model family {family!r} reads no other model's fits (from_models)")
+        kwargs["from_fits"] = dict(from_fits)
     return cls(**kwargs)
 
 
-def build_subjects_encoder(spec: dict[str, Any], device: str = "auto",
-                           checkpoint_dir: str | Path | None = None) -> SubjectsEncoder:
+def build_subjects_encoder(spec: dict[str, Any], device: str = "auto", checkpoint_dir: str | Path | None = None,
+                           from_fits: dict[str, str] | None = None) -> SubjectsEncoder:
     """A model of `spec` for several subjects: the family's own when it has `many_subjects`, else one model
     per subject (PerSubject). Checkpoints: `<checkpoint_dir>/joint.pt`, or one `<subject>.pt` each."""
     checkpoint = (lambda name: None) if checkpoint_dir is None else (lambda name: Path(checkpoint_dir) / f"{name}.pt")
     if getattr(FAMILIES.get(spec.get("family")), "many_subjects", False):
-        return build_encoder(spec, device, checkpoint("joint"))
-    return PerSubject(lambda subject: build_encoder(spec, device, checkpoint(subject)))
+        return build_encoder(spec, device, checkpoint("joint"), from_fits)
+    return PerSubject(lambda subject: build_encoder(spec, device, checkpoint(subject), from_fits))
+
+
+def reload_encoder(spec: dict[str, Any], state: dict[str, np.ndarray], X: FeatureSet, Y: np.ndarray,
+                   device: str = "auto", from_fits: dict[str, str] | None = None) -> Encoder:
+    """A stored model made usable again by its family's `reload` (from its state and training rows); a
+    family that reads other models' fits gets them again."""
+    cls = FAMILIES[spec["family"]]
+    extra = {"from_fits": from_fits} if "from_fits" in inspect.signature(cls.reload).parameters else {}
+    return cls.reload(state, X, Y, device=device, **extra)
