@@ -1,4 +1,5 @@
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ def params():
 
 def test_shipped_params_are_valid():
     assert load_params(PARAMS)["fmri"]["fit"]["cv_folds"] >= 2
+
+
+@pytest.mark.parametrize("modality", ["fmri", "meg"])
+def test_every_shipped_model_builds_from_its_spec(modality):
+    """Each model of params.yaml, as the fit step gets it (entry + fit settings, defaults filled in), builds."""
+    from tbdencoder.config import parse_model_spec
+    from tbdencoder.models import FAMILIES, build_encoder
+
+    params = load_params(PARAMS)[modality]
+    for name, entry in params["models"].items():
+        spec = parse_model_spec(json.dumps({**entry, **params["fit"]}), modality)
+        assert isinstance(build_encoder(spec, device="cpu"), FAMILIES[entry["family"]]), name
 
 
 def test_wrong_type_names_key_and_expectation(params):
