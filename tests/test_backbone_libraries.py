@@ -4,14 +4,17 @@ token shapes and names, argument checks, offline fail-fast weights, seeded rando
 Random-init networks only (nothing is downloaded); small models, or one image at DINOv2's 518 px.
 """
 
+import hashlib
 import json
 import logging
+import shutil
 import socket
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -42,11 +45,27 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def empty_caches(monkeypatch, tmp_path):
-    """An empty torch hub dir and Hugging Face cache misses; returns the torch hub dir."""
+    """An empty torch hub dir and an empty Hugging Face hub cache; returns the torch hub dir."""
+    import huggingface_hub.constants
+
     hub = tmp_path / "torch_hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr(timm_vit, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
     return hub
+
+
+def put_in_hf_cache(cache: Path, repo_id: str, filename: str, source: Path) -> None:
+    """`source` as `filename` of `repo_id` in a Hugging Face hub cache, laid out as `hf download` leaves it:
+    models--<org>--<name>/{blobs/<sha>, snapshots/<commit>/<file> -> blob, refs/main = <commit>}."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    blob = repo / "blobs" / hashlib.sha256(source.read_bytes()).hexdigest()
+    blob.parent.mkdir(parents=True)
+    shutil.copy(source, blob)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / filename).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
 
 
 def images(size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -197,14 +216,15 @@ def test_timm_offline_fails_fast_with_instructions(monkeypatch, empty_caches, no
         assert part in message
 
 
-def test_timm_tag_from_cache_and_local_file_without_network(monkeypatch, tmp_path, no_network):
-    """Cached tag weights (HF cache) and a local file load offline; their features differ from random init's."""
+def test_timm_tag_from_cache_and_local_file_without_network(monkeypatch, tmp_path, empty_caches, no_network):
+    """Cached tag weights (a real Hugging Face cache layout) and a local file load offline."""
+    import huggingface_hub.constants
+
     source = timm.create_model("vit_tiny_patch16_224").eval()
     weights = tmp_path / "tiny.safetensors"
     save_file(source.state_dict(), str(weights))
-    hf_file = ("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "model.safetensors")
-    monkeypatch.setattr(timm_vit, "try_to_load_from_cache",
-                        lambda repo, name, **kwargs: str(weights) if (repo, name) == hf_file else None)
+    put_in_hf_cache(Path(huggingface_hub.constants.HF_HUB_CACHE), "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                    "model.safetensors", weights)
     monkeypatch.setattr(timm_vit, "reachable", lambda *host: pytest.fail("probed the network with weights cached"))
     cached = TimmViT.load(TimmViT.resolve("vit_tiny_patch16_224", "augreg_in21k_ft_in1k", False, [3]), seed=0)
     assert cached.spec.identity == "tag:augreg_in21k_ft_in1k"
