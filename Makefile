@@ -30,7 +30,7 @@ test: install
 	$(BIN)/python -m pytest -q --durations=25
 
 test-nightly: install
-	$(BIN)/python -m pytest -q --durations=25 -m nightly
+	$(BIN)/python -m pytest -q --durations=25 --nightly -m nightly
 
 # Performance comparisons (printed ratios, not pass/fail); QUICK=1 for smaller runs.
 bench: install

@@ -10,6 +10,19 @@ import pytest
 
 from tbdencoder.simulate.fmri import simulate_fmri
 
+def pytest_addoption(parser):
+    parser.addoption("--nightly", action="store_true", help="run the nightly tier (the whole demo, the README's numbers)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The nightly tier runs only when asked (`make test-nightly`), whatever -m says."""
+    if not config.getoption("--nightly"):
+        skip = pytest.mark.skip(reason="nightly tier: run with --nightly (make test-nightly)")
+        for item in items:
+            if "nightly" in item.keywords:
+                item.add_marker(skip)
+
+
 TINY = dict(subjects=["subj01", "subj02"], n_vertices=[120, 90], n_train_images=40, n_test_images=12,
             n_shared_images=6, image_size_px=64, n_repeats=3, seed=7)
 
