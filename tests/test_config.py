@@ -1,11 +1,14 @@
 import copy
+import functools
 import json
+import operator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tbdencoder.config import ParamsError, load_params, validate_params
+from tbdencoder.config import (ParamsError, load_params, parse_settings, section_defaults, simulation,
+                               validate_params)
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -227,3 +230,48 @@ def test_family_defaults_live_in_the_schema():
         assert entry["description"] and all(p["description"] for p in entry["properties"].values()), family
     model = build_encoder({"family": "mlp", "max_epochs": 7, "seed": 1, "alphas": [1.0], "cv_folds": 3})
     assert model.hidden_units == 512 and model.settings.max_epochs == 7
+
+
+def _settings(params, *paths, **changes):
+    """The --settings JSON the workflow passes for `paths` of `params`, with `changes` ({path: new value})."""
+    sections = {path: functools.reduce(operator.getitem, path.split("."), params) for path in paths}
+    return json.dumps({**sections, **changes})
+
+
+def test_step_settings_are_checked_against_their_schema_section(params):
+    paths = ("meg.preprocessing", "meg.bad_fixations")
+    preprocessing, on_bad = parse_settings(_settings(params, *paths), *paths)
+    assert preprocessing == params["meg"]["preprocessing"] and on_bad == "drop"
+    bad = {**params["meg"]["preprocessing"], "tmin_s": "a"}
+    with pytest.raises(ParamsError, match=r"--settings: key 'meg.preprocessing.tmin_s': 'a' is not of type 'number'"):
+        parse_settings(_settings(params, *paths, **{"meg.preprocessing": bad}), *paths)
+    with pytest.raises(ParamsError, match=r"key 'meg.crops': not read by this step(.|\n)*key 'meg.bad_fixations': missing"):
+        parse_settings(_settings(params, "meg.preprocessing", "meg.crops"), *paths)
+    with pytest.raises(ParamsError, match="--settings: not valid JSON"):
+        parse_settings("{'meg.bad_fixations': 'drop'}", "meg.bad_fixations")
+
+
+def test_a_backbone_entry_is_checked_under_its_own_name(params):
+    backbone = {**params["features"]["backbones"]["alexnet"], "grid_size": 0}
+    (parsed,) = parse_settings(_settings(params, "features.backbones.clip_vitb32"), "features.backbones.*")
+    assert parsed == params["features"]["backbones"]["clip_vitb32"]
+    with pytest.raises(ParamsError, match=r"key 'features.backbones.alexnet.grid_size': 0 is less than the minimum"):
+        parse_settings(json.dumps({"features.backbones.alexnet": backbone}), "features.backbones.*")
+    with pytest.raises(ParamsError, match=r"key 'features.backbones.\*': given 2 times"):
+        parse_settings(_settings(params, "features.backbones.clip_vitb32", "features.backbones.alexnet"),
+                       "features.backbones.*")
+
+
+def test_simulation_settings_default_to_the_schema(params):
+    params["simulate"] = {"fmri": {"n_vertices": [100, 100]}, "meg": {}}
+    assert validate_params(params) is params
+    assert simulation(params, "meg") == section_defaults("simulate.meg") and simulation(params, "meg")["snr"] == 0.5
+    assert simulation(params, "fmri")["n_vertices"] == [100, 100] and simulation(params, "fmri")["n_repeats"] == 3
+    params["simulate"]["meg"]["enabled"] = False
+    assert simulation(params, "meg") is None
+    (parsed,) = parse_settings(json.dumps({"simulate.meg": {"snr": 2.0}}), "simulate.meg")
+    assert parsed == {**section_defaults("simulate.meg"), "snr": 2.0}
+    del params["simulate"]["fmri"]["n_vertices"]  # the default has two entries: one per subject
+    params["fmri"]["subjects"] = ["subj01"]
+    with pytest.raises(ParamsError, match=r"key 'simulate.fmri.n_vertices': expected one entry per subject \(1\)"):
+        validate_params(params)

@@ -47,7 +47,9 @@ def _config_keys(text):
     keys |= {f"{a}.{b}" for a, b in re.findall(r'config\["(\w+)"\]\["(\w+)"\]', text)}
     keys |= {f"fmri.{k}" for k in re.findall(r'FMRI\["(\w+)"\]', text)}
     keys |= {f"meg.{k}" for k in re.findall(r'\bMEG(?:\["|\.get\(")(\w+)"', text)}
-    keys |= {key for alias, key in ALIASES.items() if re.search(rf"\b{alias}\b", text)}
+    keys |= {key for alias, key in ALIASES.items() if re.search(rf'\b{alias}\b(?!\[")', text)}  # FMRI["x"]: above
+    for call in re.findall(r"\bsettings\(([^)]*)\)", text):  # settings("meg.preprocessing", f"features.backbones.{...}")
+        keys |= {path.rstrip(".") for path in re.findall(r'"([\w.]+)', call)}
     return keys
 
 

@@ -1,5 +1,6 @@
 """MEG evaluation: repeat pairs, noise ceiling, per-model metrics and figures on synthetic files of docs/meg.md."""
 
+import dataclasses
 import json
 
 import h5py
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tbdencoder.cli import main
+from tbdencoder.data.crops import DEFAULT_SCREEN
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.evaluate.evaluate_meg import evaluate_meg_subject
 from tbdencoder.evaluate.meg_fit import MegFit, read_fit
@@ -410,12 +412,18 @@ def test_mismatching_fits_name_the_file(synthetic, tmp_path):
 
 def test_cli_passes_every_figure_path(synthetic, tmp_path):
     flags = {key: tmp_path / f"{key}.png" for key in FIGURES}
+    settings = {"meg.screen": dataclasses.asdict(DEFAULT_SCREEN),
+                "meg.noise_ceiling": {"max_distance_dva": 0.25, "min_pairs": 20},
+                "meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": 10}}
     args = ["evaluate-meg", "--epochs", str(synthetic["epochs"]), "--fits", *map(str, synthetic["fits"][:2]),
             "--metrics-out", str(tmp_path / "m.json"), "--scores-out", str(tmp_path / "s.h5"),
-            "--max-distance-px", str(MAX_DISTANCE_PX), "--min-pairs", "20"]
+            "--settings", json.dumps(settings)]
     for key, path in flags.items():
         args += [f"--figure-{key.replace('_', '-')}", str(path)]
     assert main(args) == 0
+    # the step turns the gaze distance of a repeat pair into screen pixels
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["max_distance_px"] == pytest.approx(DEFAULT_SCREEN.dva_to_px(0.25))
     # foveal and dual (banded): block weights but no training curves
     assert Image.open(flags["preferred_block"]).text["Title"] == "sub-01 (scene_cv)"
     assert Image.open(flags["training"]).text["Title"] == f"sub-01 (scene_cv)\n{NO_TRAINING_CURVES}"

@@ -152,7 +152,8 @@ def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):
     out = {k: tmp_path / k for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
     args = ["evaluate", "--responses", str(responses), "--fits", *map(str, fits), "--metrics-out", str(out["m.json"]),
             "--table-out", str(out["t.tsv"]), "--scores-out", str(out["s.h5"]), "--figure-out", str(out["f.png"]),
-            "--submission-dir", str(out["sub"]), "--submission-model", "oracle", "--figure-roi-classes", "streams",
+            "--submission-dir", str(out["sub"]), "--settings",
+            json.dumps({"fmri.evaluation": {"submission_model": "oracle", "figure_roi_classes": ["streams"]}}),
             "--figure-preferred-block", str(out["p.png"]), "--figure-training", str(out["c.png"])]
     assert main(args) == 0
     assert Image.open(out["p.png"]).text["Title"].endswith(NO_BLOCK_WEIGHTS)
@@ -162,12 +163,16 @@ def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
-    code = main(["prepare-fmri", "--dataset-dir", str(tmp_path), "--subject", "subj01", "--hemispheres", "lh",
-                 "--roi-classes", "streams", "--heldout-fraction", "0.1", "--split-seed", "0",
-                 "--responses-out", str(tmp_path / "r.h5"), "--stimuli-out", str(tmp_path / "s.h5")])
-    assert code == 1
+    settings = {"fmri.hemispheres": ["lh"], "fmri.roi_classes": ["streams"], "fmri.heldout_fraction": 0.1,
+                "fmri.split_seed": 0}
+    args = ["prepare-fmri", "--dataset-dir", str(tmp_path), "--subject", "subj01", "--responses-out",
+            str(tmp_path / "r.h5"), "--stimuli-out", str(tmp_path / "s.h5"), "--settings", json.dumps(settings)]
+    assert main(args) == 1
     assert "subj01: subject folder not found" in capsys.readouterr().err
     assert not (tmp_path / "r.h5").exists()
+    # a bad setting is refused before the step runs, naming its key
+    assert main([*args[:-1], json.dumps({**settings, "fmri.heldout_fraction": 1.5})]) == 1
+    assert "key 'fmri.heldout_fraction': 1.5 is greater than or equal to the maximum of 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model", ["oracle", "oracle_roi"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tbdencoder.config import section_defaults
 from tbdencoder.simulate import fmri, simulate_fmri
 
 HEMIS = ("lh", "rh")
@@ -205,3 +207,10 @@ def test_failure_keeps_previous_dataset_and_success_replaces_it(tmp_path, monkey
     simulate_fmri(out, **TINY)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert sorted(p.name for p in out.iterdir()) == ["ground_truth", "subj01"]
+
+
+def test_settings_left_out_take_the_params_schema_defaults():
+    parameters = inspect.signature(simulate_fmri).parameters.values()
+    defaults = section_defaults("simulate.fmri")
+    del defaults["enabled"]  # the workflow's switch, not a setting of the simulator
+    assert {p.name: p.default for p in parameters if p.default is not p.empty} == defaults

@@ -13,6 +13,7 @@ import pytest
 from mne.io.constants import FIFF
 from PIL import Image
 
+from tbdencoder.config import section_defaults
 from tbdencoder.data.crops import ScreenGeometry, crop_leaves_image, extract_dva_crop
 from tbdencoder.simulate.meg import METADATA_COLUMNS, crop_statistics, simulate_meg
 from tbdencoder.simulate.neuromag import subject_dev_head_t, vectorview_info
@@ -20,7 +21,7 @@ from tbdencoder.simulate.neuromag import subject_dev_head_t, vectorview_info
 matplotlib.use("Agg")
 
 ARGS = dict(subjects=[1, 60], n_sessions=2, n_trials_per_session=12, n_scenes=30, scene_size_px=(800, 600),
-            repeat_fraction=0.25, crop_dva=3.0, seed=11)
+            repeat_fraction=0.25, crop_dva=3.0, seed=11, parafoveal_gain=0.5, snr=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +208,13 @@ def test_too_few_scenes_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="n_scenes=5"):
         simulate_meg(tmp_path / "x", **{**ARGS, "n_scenes": 5})
     assert not (tmp_path / "x").exists()
+
+
+
+def test_settings_left_out_take_the_params_schema_defaults(tmp_path):
+    simulate_meg(tmp_path / "avs", subjects=[1], crop_dva=2.0)
+    arguments = json.loads((tmp_path / "avs" / "ground_truth" / "simulation.json").read_text())["arguments"]
+    defaults = section_defaults("simulate.meg")
+    del defaults["enabled"]  # the workflow's switch, not a setting of the simulator
+    assert arguments["snr"] == 0.5  # params.yaml's realistic single-fixation SNR
+    assert {key: arguments[key] for key in defaults} == defaults

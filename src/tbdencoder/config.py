@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import math
@@ -66,10 +67,38 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
     return params
 
 
+def _defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema defaults of an object's properties (those without a default left out)."""
+    return {key: value["default"] for key, value in schema.get("properties", {}).items() if "default" in value}
+
+
 def family_defaults(family: str) -> dict[str, Any]:
     """A family's hyper-parameters with their schema defaults (required ones without a default left out)."""
-    properties = load_schema()["$defs"]["families"][family]["properties"]
-    return {key: value["default"] for key, value in properties.items() if "default" in value}
+    return _defaults(load_schema()["$defs"]["families"][family])
+
+
+def section_schema(path: str) -> dict[str, Any]:
+    """The schema of the params.yaml section at dotted `path` ('meg.preprocessing', 'features.backbones.<name>')."""
+    schema: Any = load_schema()
+    for key in path.split("."):
+        schema = schema.get("properties", {}).get(key) or schema.get("additionalProperties")
+        if not isinstance(schema, dict):
+            raise ParamsError(f"key '{path}': not a section of params.yaml")
+    return schema
+
+
+def section_defaults(path: str) -> dict[str, Any]:
+    """The schema defaults of the settings of a params.yaml section ('simulate.meg')."""
+    return _defaults(section_schema(path))
+
+
+def simulation(params: dict[str, Any], half: str) -> dict[str, Any] | None:
+    """`simulate.<half>` with its schema defaults if that half is simulated, else None."""
+    section = params.get("simulate", {}).get(half)
+    if section is None:
+        return None
+    section = {**section_defaults(f"simulate.{half}"), **section}
+    return section if section["enabled"] else None
 
 
 def with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +150,7 @@ def _check_references(params: dict[str, Any], source: str) -> None:
             )
         _check_backbone(f"features.backbones.{name}", spec, source)
     for half in ("fmri", "meg"):
-        if half not in params and params.get("simulate", {}).get(half, {}).get("enabled"):
+        if half not in params and simulation(params, half):
             raise ParamsError(f"{source}: key 'simulate.{half}.enabled': simulating {half} needs a '{half}' section "
                               f"(its dataset_dir)")
     if "meg" in params:
@@ -161,8 +190,8 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
             f"{source}: key 'fmri.evaluation.submission_model': '{fmri['evaluation']['submission_model']}' "
             f"is not one of fmri.models {sorted(fmri['models'])}"
         )
-    sim = params.get("simulate", {}).get("fmri")
-    if sim and sim["enabled"] and len(sim["n_vertices"]) != len(params["fmri"]["subjects"]):
+    sim = simulation(params, "fmri")
+    if sim and len(sim["n_vertices"]) != len(params["fmri"]["subjects"]):
         raise ParamsError(
             f"{source}: key 'simulate.fmri.n_vertices': expected one entry per subject "
             f"({len(params['fmri']['subjects'])}), got {len(sim['n_vertices'])}"
@@ -235,21 +264,48 @@ def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> N
         raise ParamsError(f"{source}: key 'meg.preprocessing.baseline_s': {baseline} must lie within tmin_s..tmax_s")
 
 
+def _json_object(text: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{source}: not valid JSON ({exc}): {text[:200]}") from exc
+    if not isinstance(value, dict):
+        raise ParamsError(f"{source}: expected a JSON object, got {text[:200]}")
+    return value
+
+
 def parse_model_spec(text: str, modality: str) -> dict[str, Any]:
     """A model spec (JSON: an `<modality>.models.<name>` entry with `<modality>.fit`'s keys), checked against
     the params schema, with its family's defaults filled in."""
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParamsError(f"model spec: not valid JSON ({exc}): {text[:200]}") from exc
-    if not isinstance(spec, dict):
-        raise ParamsError(f"model spec: expected a JSON object, got {text[:200]}")
+    spec = _json_object(text, "model spec")
     fit_schema = load_schema()["properties"][modality]["properties"]["fit"]
     model_part = {key: value for key, value in spec.items() if key not in fit_schema["properties"]}
     fit_part = {key: value for key, value in spec.items() if key in fit_schema["properties"]}
     _raise(check_model(model_part, modality, "model spec", "<spec>") + _errors(fit_part, fit_schema, "model spec"))
     _check_alphas("alphas", spec["alphas"], "model spec")
     return with_defaults(spec)
+
+
+def parse_settings(text: str, *paths: str) -> list[Any]:
+    """A step's settings: JSON mapping each params.yaml section it reads, by dotted path, to the section's value
+    (`{"meg.preprocessing": {...}, "meg.bad_fixations": "drop"}`). Each is checked against its section of the
+    schema (errors name the key) and gets the section's schema defaults; returned in the order of `paths`. A
+    path may end in '*': one entry of a mapping, by its name ('features.backbones.*')."""
+    settings = _json_object(text, "--settings")
+    lines = [f"--settings: key '{key}': not read by this step (it reads {', '.join(paths)})"
+             for key in settings if not any(fnmatch.fnmatchcase(key, path) for path in paths)]
+    values = []
+    for path in paths:
+        keys = [key for key in settings if fnmatch.fnmatchcase(key, path)]
+        if len(keys) != 1:
+            lines.append(f"--settings: key '{path}': " + (f"given {len(keys)} times ({', '.join(keys)})" if keys
+                                                            else "missing"))
+            continue
+        schema, value = section_schema(keys[0]), settings[keys[0]]
+        lines += _errors(value, schema, "--settings", keys[0])
+        values.append({**_defaults(schema), **value} if isinstance(value, dict) else value)
+    _raise(lines)
+    return values
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

@@ -8,9 +8,9 @@ run by `make repro`) instead of being kept by hand:
 - a simulated dataset (`simulate.<half>.enabled`) is an output of `prepare`; a real one (the
   user's `dataset_dir`) is a dependency;
 - each stage depends on the code it runs: the Snakefile, `common.smk` and the .smk files that
-  define its rules, and every module of the package that the CLI subcommands in those rules'
-  shell commands import (directly or indirectly; found by reading the import statements), plus
-  the modules the workflow files import while Snakemake parses them.
+  define its rules, the CLI, and every module of the package that the steps in those rules' shell
+  commands run (`steps.STEPS`) or the workflow files import while Snakemake parses them, with
+  everything those import (directly or indirectly; found by reading the import statements).
 
 Every stage's command starts with `tbdencoder dvc-yaml --check`, so a dvc.yaml that no longer
 matches params.yaml (a half added or removed, simulation switched off) stops `dvc repro` with a
@@ -19,15 +19,17 @@ message saying how to regenerate it, instead of running stale stages.
 
 from __future__ import annotations
 
-import argparse
 import ast
-import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tbdencoder.config import load_params, simulation
+from tbdencoder.io import atomic_write_text
+from tbdencoder.steps import STEPS, step_modules
 
 PACKAGE = "tbdencoder"
 SNAKEMAKE = "snakemake --workflow-profile workflow/profiles/default"
@@ -83,10 +85,6 @@ def halves(params: dict[str, Any]) -> list[str]:
     return [half for half in ("fmri", "meg") if half in params]
 
 
-def _simulated(params: dict[str, Any], half: str) -> bool:
-    return bool(params.get("simulate", {}).get(half, {}).get("enabled"))
-
-
 def _phase(name: str, params: dict[str, Any]) -> Half:
     """The phase's rules, params, deps and outs for the halves in `params`."""
     merged = Half()
@@ -95,7 +93,7 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
         for attr in ("rules", "until", "params", "deps", "outs"):
             getattr(merged, attr).extend(v for v in getattr(half, attr) if v not in getattr(merged, attr))
     if name == "prepare":
-        simulated = [half for half in halves(params) if _simulated(params, half)]
+        simulated = [half for half in halves(params) if simulation(params, half)]
         merged.rules[:0] = [f"simulate_{half}" for half in simulated]
         merged.params += [f"simulate.{half}" for half in simulated]
         merged.outs[:0] = [params[half]["dataset_dir"] for half in simulated]
@@ -111,9 +109,9 @@ def render(params: dict[str, Any], root: Path) -> str:
     for name in PHASES:
         phase = _phase(name, params)
         smk = sorted({rule_files[rule][0] for rule in phase.rules})
-        modules = set(_workflow_imports(root, ["Snakefile", "workflow/rules/common.smk", *smk]))
+        modules = {f"{PACKAGE}.cli", *_workflow_imports(root, ["Snakefile", "workflow/rules/common.smk", *smk])}
         for rule in phase.rules:
-            modules |= set(_subcommand_modules(rule_files[rule][1], src))
+            modules |= set(_step_modules(rule_files[rule][1]))
         code = ["Snakefile", "workflow/rules/common.smk", *smk, *sorted(_module_files(modules, src, root))]
         command = [CHECK, f"{SNAKEMAKE} --forcerun {' '.join(phase.rules)}"
                    + (f" --until {' '.join(phase.until)}" if phase.until else "")]
@@ -136,9 +134,6 @@ def render(params: dict[str, Any], root: Path) -> str:
 
 def write_dvc_yaml(params_path: str | Path, out_path: str | Path, check: bool = False) -> bool:
     """Write dvc.yaml for params.yaml; with `check`, only compare and raise if it is out of date."""
-    from tbdencoder.config import load_params
-    from tbdencoder.io import atomic_write_text
-
     out_path = Path(out_path)
     text = render(load_params(params_path), out_path.resolve().parent)
     current = out_path.read_text() if out_path.exists() else None
@@ -170,36 +165,16 @@ def _workflow_imports(root: Path, files: list[str]) -> list[str]:
     return [a or b for name in files for a, b in re.findall(pattern, (root / name).read_text(), re.M)]
 
 
-def _subcommand_modules(rule_text: str, src: Path) -> list[str]:
-    """Modules imported by the CLI handlers that a rule's shell command runs."""
-    handlers = _cli_handlers()
+def _step_modules(rule_text: str) -> list[str]:
+    """Modules of the steps a rule's shell command runs (`tbdencoder [--threads N] <step> ...`)."""
     modules = []
     for words in re.findall(rf"\b{PACKAGE}((?: [\w{{}}-]+)+)", rule_text):
         names = [w for w in words.split() if not w.startswith(("-", "{"))]
-        for length in (2, 1):
-            handler = handlers.get(" ".join(names[:length]))
-            if handler:
-                modules += _imports(ast.parse(inspect.getsource(handler)), f"{PACKAGE}.cli", src)
+        for length in (2, 1):  # "simulate meg", "fit"
+            if " ".join(names[:length]) in STEPS:
+                modules += step_modules(" ".join(names[:length]))
                 break
-    return [f"{PACKAGE}.cli", *modules]
-
-
-def _cli_handlers() -> dict[str, Any]:
-    """{'fit': handler, 'simulate fmri': handler, ...} from the CLI's parser."""
-    from tbdencoder.cli import build_parser
-
-    def walk(parser: argparse.ArgumentParser, prefix: str) -> dict[str, Any]:
-        found = {}
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    key = f"{prefix} {name}".strip()
-                    if "func" in sub._defaults:
-                        found[key] = sub._defaults["func"]
-                    found.update(walk(sub, key))
-        return found
-
-    return walk(build_parser(), "")
+    return modules
 
 
 def _imports(tree: ast.AST, module: str, src: Path) -> list[str]:
@@ -227,10 +202,7 @@ def _module_path(module: str, src: Path) -> Path | None:
 
 
 def _module_files(modules: set[str], src: Path, root: Path) -> set[str]:
-    """Source files of `modules`, of everything they import, and of the packages around them, relative to root.
-
-    The CLI module is taken alone: it imports every step lazily, and each stage only runs some of them.
-    """
+    """Source files of `modules`, of everything they import, and of the packages around them, relative to root."""
     seen, todo = set(), list(modules)
     while todo:
         module = todo.pop()
@@ -239,8 +211,7 @@ def _module_files(modules: set[str], src: Path, root: Path) -> set[str]:
         seen.add(module)
         parts = module.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages' __init__.py run first
-        if module != f"{PACKAGE}.cli":
-            todo += _imports(ast.parse(_module_path(module, src).read_text()), module, src)
+        todo += _imports(ast.parse(_module_path(module, src).read_text()), module, src)
     files = set()
     for module in seen:
         path = _module_path(module, src)

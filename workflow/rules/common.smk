@@ -1,4 +1,5 @@
 # Shared names and input functions.
+from tbdencoder.config import simulation
 from tbdencoder.data.avs import subject_label
 
 # Each half is optional: a params file without `fmri` runs the MEG
@@ -8,12 +9,12 @@ SUBJECTS = FMRI.get("subjects", [])
 HEMISPHERES = FMRI.get("hemispheres", [])
 MODELS = FMRI.get("models", {})
 BACKBONES = config["features"]["backbones"]
-SIMULATE_FMRI = config.get("simulate", {}).get("fmri", {"enabled": False})
+SIMULATE_FMRI = simulation(config, "fmri")  # None: the user's data
 MEG = config.get("meg", {})
 MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
 MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]
 MEG_MODELS = MEG.get("models", {})
-SIMULATE_MEG = config.get("simulate", {}).get("meg", {"enabled": False})
+SIMULATE_MEG = simulation(config, "meg")
 MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal", "preferred_block", "training"]
 
 
@@ -23,11 +24,6 @@ wildcard_constraints:
     hemi="lh|rh",
     model="|".join([*MODELS, *MEG_MODELS]),
     backbone="|".join(BACKBONES),
-
-
-def join(values):
-    """Space-separated CLI arguments."""
-    return " ".join(str(v) for v in values)
 
 
 def dataset_dir():
@@ -53,10 +49,15 @@ def subject_number(wildcards):
     return int(wildcards.subject.removeprefix("sub-"))
 
 
-def screen_args():
-    screen = MEG["screen"]
-    return (f"--screen-width-px {screen['width_px']} --screen-height-px {screen['height_px']}"
-            f" --screen-width-cm {screen['width_cm']} --viewing-distance-cm {screen['viewing_distance_cm']}")
+def settings(*paths):
+    """params.yaml sections by dotted path ('meg.preprocessing'), as one shell-quoted JSON argument (--settings)."""
+    import functools
+    import json
+    import operator
+    import shlex
+
+    sections = {path: functools.reduce(operator.getitem, path.split("."), config) for path in paths}
+    return shlex.quote(json.dumps(sections, sort_keys=True))
 
 
 def meg_model_features(wildcards, subject=None):
@@ -75,9 +76,3 @@ def model_spec(model, fit):
 def meg_fit_args(wildcards):
     return f"--model-name {wildcards.model} --spec {model_spec(MEG_MODELS[wildcards.model], MEG['fit'])}"
 
-
-def meg_dva_to_px(dva):
-    """Screen pixels spanned by `dva` degrees with the configured screen geometry."""
-    from tbdencoder.data.crops import ScreenGeometry
-
-    return ScreenGeometry(**MEG["screen"]).dva_to_px(dva)

@@ -33,8 +33,7 @@ if FMRI:
             submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
         params:
             submission_dir="results/submission/{subject}",
-            submission_model=FMRI["evaluation"]["submission_model"],
-            roi_classes=join(FMRI["evaluation"]["figure_roi_classes"]),
+            settings=settings("fmri.evaluation"),
         log:
             "logs/evaluate/{subject}.log",
         conda:
@@ -42,9 +41,8 @@ if FMRI:
         shell:
             "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
             " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
-            " --submission-dir {params.submission_dir} --submission-model {params.submission_model}"
-            " --figure-roi-classes {params.roi_classes} --figure-preferred-block {output.preferred_block}"
-            " --figure-training {output.training} > {log} 2>&1"
+            " --submission-dir {params.submission_dir} --figure-preferred-block {output.preferred_block}"
+            " --figure-training {output.training} --settings {params.settings} > {log} 2>&1"
 
 
 

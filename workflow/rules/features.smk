@@ -6,17 +6,7 @@ rule features:
     output:
         "results/features/{backbone}/{modality}_{subject}.h5",
     params:
-        spec=lambda wc: BACKBONES[wc.backbone],
-        layers=lambda wc: join(BACKBONES[wc.backbone]["layers"]),
-        weights=lambda wc: (
-            "--random-init"
-            if BACKBONES[wc.backbone]["random_init"]
-            else f"--pretrained {BACKBONES[wc.backbone]['pretrained']}"
-        ),
-        extra=lambda wc: " ".join(
-            ([f"--map-size {BACKBONES[wc.backbone]['map_size']}"] if BACKBONES[wc.backbone].get("map_size") else [])
-            + (["--embedding"] if BACKBONES[wc.backbone].get("embedding") else [])
-        ),
+        settings=lambda wc: settings(f"features.backbones.{wc.backbone}"),
     log:
         "logs/features/{backbone}_{modality}_{subject}.log",
     conda:
@@ -27,7 +17,5 @@ rule features:
     resources:
         device="auto",  # where the network runs: auto (CUDA when the job sees a GPU), cpu or cuda; set by profiles
     shell:
-        "tbdencoder --threads {threads} features --stimuli {input} --out {output}"
-        " --library {params.spec[library]} --model {params.spec[model]} {params.weights} --layers {params.layers}"
-        " --grid-size {params.spec[grid_size]} {params.extra} --batch-size {params.spec[batch_size]}"
-        " --seed {params.spec[seed]} --num-workers {threads} --device {resources.device} --cache-dir results/features/cache > {log} 2>&1"
+        "tbdencoder --threads {threads} features --stimuli {input} --out {output} --settings {params.settings}"
+        " --num-workers {threads} --device {resources.device} --cache-dir results/features/cache > {log} 2>&1"

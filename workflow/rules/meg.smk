@@ -6,15 +6,14 @@ rule meg_fixations:
         "results/meg/{subject}/fixations.tsv",
     params:
         number=subject_number,
-        on_bad=MEG["bad_fixations"],
-        screen=screen_args(),
+        settings=settings("meg.screen", "meg.bad_fixations"),
     log:
         "logs/meg_fixations/{subject}.log",
     conda:
         "../envs/tbdencoder.yaml"
     shell:
-        "tbdencoder meg-fixations --dataset-dir {input} --subject {params.number} --on-bad {params.on_bad}"
-        " {params.screen} --out {output} > {log} 2>&1"
+        "tbdencoder meg-fixations --dataset-dir {input} --subject {params.number} --out {output}"
+        " --settings {params.settings} > {log} 2>&1"
 
 
 rule preprocess_meg:
@@ -25,9 +24,7 @@ rule preprocess_meg:
     output:
         "results/meg/{subject}/epochs.h5",
     params:
-        pre=MEG["preprocessing"],
-        baseline=lambda wc: join("none" if b is None else b for b in MEG["preprocessing"]["baseline_s"] or []),
-        on_bad=MEG["bad_fixations"],
+        settings=settings("meg.preprocessing", "meg.bad_fixations"),
     log:
         "logs/preprocess_meg/{subject}.log",
     conda:
@@ -37,10 +34,7 @@ rule preprocess_meg:
     threads: 2
     shell:
         "tbdencoder --threads {threads} preprocess-meg --fixations {input.fixations} --dataset-dir {input.dataset}"
-        " --line-freq-hz {params.pre[line_freq_hz]} --l-freq-hz {params.pre[l_freq_hz]}"
-        " --h-freq-hz {params.pre[h_freq_hz]} --sfreq-hz {params.pre[sfreq_hz]} --tmin-s {params.pre[tmin_s]}"
-        " --tmax-s {params.pre[tmax_s]} --baseline-s {params.baseline} --reject-grad {params.pre[reject_grad]}"
-        " --on-bad {params.on_bad} --out {output} > {log} 2>&1"
+        " --out {output} --settings {params.settings} > {log} 2>&1"
 
 
 rule meg_crops:
@@ -51,15 +45,13 @@ rule meg_crops:
     output:
         "results/meg/{subject}/stimuli.h5",
     params:
-        crops=MEG["crops"],
-        screen=screen_args(),
+        settings=settings("meg.crops", "meg.screen"),
     log:
         "logs/meg_crops/{subject}.log",
     conda:
         "../envs/tbdencoder.yaml"
     shell:
-        "tbdencoder meg-crops --fixations {input.fixations} --dva {params.crops[dva]} {params.screen}"
-        " --padding {params.crops[padding]} --pad-value {params.crops[pad_value]} --out {output} > {log} 2>&1"
+        "tbdencoder meg-crops --fixations {input.fixations} --out {output} --settings {params.settings} > {log} 2>&1"
 
 
 rule fit_meg:
@@ -134,10 +126,7 @@ rule evaluate_meg:
             for figure in MEG_FIGURES
         ],
     params:
-        max_distance_px=lambda wc: meg_dva_to_px(MEG["noise_ceiling"]["max_distance_dva"]),
-        min_pairs=MEG["noise_ceiling"]["min_pairs"],
-        evaluation=MEG["evaluation"],
-        compare=join(MEG["evaluation"]["compare"]),
+        settings=settings("meg.screen", "meg.noise_ceiling", "meg.evaluation"),
     log:
         "logs/evaluate_meg/{subject}.log",
     conda:
@@ -146,6 +135,4 @@ rule evaluate_meg:
         "tbdencoder evaluate-meg --epochs {input.epochs} --fits {input.fits} --metrics-out {output.metrics}"
         " --scores-out {output.scores} --figure-r-time {output.figures[0]} --figure-topomap {output.figures[1]}"
         " --figure-dual-vs-foveal {output.figures[2]} --figure-preferred-block {output.figures[3]}"
-        " --figure-training {output.figures[4]} --max-distance-px {params.max_distance_px}"
-        " --min-pairs {params.min_pairs} --n-best-sensors {params.evaluation[n_best_sensors]}"
-        " --compare {params.compare} > {log} 2>&1"
+        " --figure-training {output.figures[4]} --settings {params.settings} > {log} 2>&1"

@@ -18,6 +18,7 @@ import pandas as pd
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from tbdencoder.config import section_defaults
 from tbdencoder.io import atomic_directory, get_logger
 from tbdencoder.simulate.scenes import assign_image_ids, scene_for_id
 
@@ -327,23 +328,26 @@ def _check_arguments(subjects: list[str], n_vertices: list[int], n_train_images:
         raise ValueError(f"n_repeats={n_repeats}: at least 2 repeats are needed to estimate the noise ceiling")
 
 
+DEFAULTS = section_defaults("simulate.fmri")  # the params schema holds every setting's default
+
+
 def simulate_fmri(
     out_dir: str | os.PathLike,
     *,
     subjects: list[str],
-    n_vertices: list[int],
-    n_train_images: int,
-    n_test_images: int,
-    n_shared_images: int,
-    image_size_px: int,
-    n_repeats: int,
-    seed: int,
+    n_vertices: list[int] = DEFAULTS["n_vertices"],
+    n_train_images: int = DEFAULTS["n_train_images"],
+    n_test_images: int = DEFAULTS["n_test_images"],
+    n_shared_images: int = DEFAULTS["n_shared_images"],
+    image_size_px: int = DEFAULTS["image_size_px"],
+    n_repeats: int = DEFAULTS["n_repeats"],
+    seed: int = DEFAULTS["seed"],
 ) -> Path:
     """Write a synthetic Algonauts 2023 dataset with its ground truth to `out_dir`, atomically; return it.
 
     `n_vertices` gives challenge-space vertices per hemisphere for each subject; every subject sees
-    `n_shared_images` images from a common pool among its train + test images. Same arguments give
-    byte-identical files.
+    `n_shared_images` images from a common pool among its train + test images. Defaults: the params
+    schema's (`simulate.fmri`). Same arguments give byte-identical files.
     """
     out_dir = Path(out_dir)
     _check_arguments(subjects, n_vertices, n_train_images, n_test_images, n_repeats)

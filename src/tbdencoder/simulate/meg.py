@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from tbdencoder.config import section_defaults
 from tbdencoder.data.avs import subject_label
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry, extract_dva_crop
 from tbdencoder.io import atomic_directory, get_logger
@@ -599,30 +600,34 @@ def _simulate_subject(root: Path, subject: int, sessions: list[list[Trial]], z: 
                           np.outer(parafoveal_peak.var(axis=0), truth_kernel**2), summary)
 
 
+DEFAULTS = section_defaults("simulate.meg")  # the params schema holds every setting's default
+
+
 def simulate_meg(
     out_dir: str | os.PathLike,
     *,
     subjects: list[int],
-    n_sessions: int,
-    n_trials_per_session: int,
-    n_scenes: int,
-    scene_size_px: tuple[int, int],
-    repeat_fraction: float,
     crop_dva: float,
-    seed: int,
-    sfreq_hz: float = 250.0,
-    latency_s: float = 0.110,
-    parafoveal_gain: float = 0.5,
-    snr: float = 0.3,
-    line_freq_hz: float = 50.0,
+    n_sessions: int = DEFAULTS["n_sessions"],
+    n_trials_per_session: int = DEFAULTS["n_trials_per_session"],
+    n_scenes: int = DEFAULTS["n_scenes"],
+    scene_size_px: tuple[int, int] = DEFAULTS["scene_size_px"],
+    repeat_fraction: float = DEFAULTS["repeat_fraction"],
+    seed: int = DEFAULTS["seed"],
+    sfreq_hz: float = DEFAULTS["sfreq_hz"],
+    latency_s: float = DEFAULTS["latency_s"],
+    parafoveal_gain: float = DEFAULTS["parafoveal_gain"],
+    snr: float = DEFAULTS["snr"],
+    line_freq_hz: float = DEFAULTS["line_freq_hz"],
     screen: ScreenGeometry = DEFAULT_SCREEN,
 ) -> None:
     """Write a synthetic free-viewing MEG dataset (docs/meg.md layout) with its ground truth to `out_dir`, atomically.
 
     `snr`: foveal signal variance over background variance at the best gradiometer at the response peak
     (background in SNR_BAND_HZ, without line noise and artefacts). `parafoveal_gain`: parafoveal signal sd at
-    its best gradiometer over the foveal signal sd at its best gradiometer (nominal head position). Same
-    arguments give byte-identical files.
+    its best gradiometer over the foveal signal sd at its best gradiometer (nominal head position). `crop_dva`:
+    the crop size whose statistics drive the signal (meg.crops.dva). Defaults: the params schema's
+    (`simulate.meg`). Same arguments give byte-identical files.
     """
     out_dir = Path(out_dir)
     subjects = [int(s) for s in subjects]
