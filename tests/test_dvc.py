@@ -19,8 +19,8 @@ from tbdencoder.dvc_stages import _rule_files, render, write_dvc_yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-# Names in workflow/rules/common.smk that stand for params.yaml keys (FMRI["key"] is fmri.key, bare FMRI all of it).
-ALIASES = {r"FMRI(?!\[)": "fmri", "SUBJECTS": "fmri.subjects", "HEMISPHERES": "fmri.hemispheres", "MODELS": "fmri.models",
+# Names in workflow/rules/common.smk that stand for params.yaml keys.
+ALIASES = {"FMRI": "fmri", "SUBJECTS": "fmri.subjects", "HEMISPHERES": "fmri.hemispheres", "MODELS": "fmri.models",
            "BACKBONES": "features.backbones", "SIMULATE_FMRI": "simulate.fmri", "MEG_SUBJECTS": "meg.subjects",
            "MEG_HELDOUT": "meg.heldout_subjects", "MEG_MODELS": "meg.models", "SIMULATE_MEG": "simulate.meg"}
 

@@ -104,3 +104,44 @@ def test_a_chain_of_models_is_valid(ridge_reads_fits, params):
     params["fmri"]["models"]["ridge_cls"]["from_models"] = ["ridge_grid"]
     params["fmri"]["models"]["ridge_grid"]["from_models"] = ["banded_grid"]
     assert validate_params(params) is params
+
+
+DRY_RUN = """
+import copy, sys
+from tbdencoder import config
+schema = copy.deepcopy(config.load_schema())
+schema["$defs"]["families"]["ridge"]["reads_fits"] = True  # a stand-in for a family that reads fits
+config.load_schema = lambda: schema
+from snakemake.cli import main
+sys.argv = ["snakemake", "--dry-run", "--printshellcmds", "--cores", "1"]
+main()
+"""
+
+
+def test_the_workflow_makes_the_named_fits_inputs_of_the_fit(tmp_path):
+    """One input function (common.smk `model_fits`) for both modalities: the fits of `from_models` are the
+    fit's inputs and reach its command as --from-fits MODEL=PATH."""
+    import subprocess
+    import sys
+
+    from test_workflow import REPO, new_workdir
+
+    params = yaml.safe_load((REPO / "tests/configs/small.yaml").read_text())
+    params["fmri"]["models"]["student"] = {**params["fmri"]["models"]["ridge_grid"], "from_models": ["ridge_grid"]}
+    params["meg"]["models"]["student"] = {**params["meg"]["models"]["foveal"], "from_models": ["foveal"]}
+    config_path = tmp_path / "params.yaml"
+    config_path.write_text(yaml.safe_dump(params))
+    (tmp_path / "run").mkdir()
+    workdir = new_workdir(tmp_path / "run", config_path)
+    result = subprocess.run([sys.executable, "-c", DRY_RUN], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "--model-name student" in line]
+    assert len(commands) == 2 + 2  # subj01 lh and rh; sub-01 and held-out sub-60
+    for hemi in ("lh", "rh"):
+        assert any(f"--from-fits ridge_grid=results/fits/subj01/{hemi}/ridge_grid.h5" in c and f"/{hemi}/student" in c
+                   for c in commands)
+    for subject in ("sub-01", "sub-60"):
+        assert any(f"--from-fits foveal=results/fits/meg/{subject}/foveal.h5" in c and f"{subject}/student" in c
+                   for c in commands)
+    others = [line for line in result.stdout.splitlines() if "--model-name" in line and "student" not in line]
+    assert others and not any("--from-fits" in line for line in others)

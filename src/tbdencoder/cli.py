@@ -94,13 +94,23 @@ def _spec(a: argparse.Namespace, modality: str) -> dict:
     return parse_model_spec(a.spec, modality)
 
 
+def _from_fits(a: argparse.Namespace) -> dict[str, str]:
+    """--from-fits NAME=PATH ... as {model name: fits file}."""
+    pairs = [item.split("=", 1) for item in a.from_fits]
+    bad = [item for item, pair in zip(a.from_fits, pairs) if len(pair) != 2 or not all(pair)]
+    if bad:
+        raise ValueError(f"--from-fits: expected MODEL=PATH entries, got {bad}")
+    return dict(pairs)
+
+
 def _fit_meg(a: argparse.Namespace, fit_meg_subject: Callable) -> None:
-    fit_meg_subject(a.epochs, a.features, a.out, model_name=a.model_name, spec=_spec(a, "meg"), device=a.device)
+    fit_meg_subject(a.epochs, a.features, a.out, model_name=a.model_name, spec=_spec(a, "meg"), device=a.device,
+                    from_fits=_from_fits(a))
 
 
 def _fit_meg_heldout(a: argparse.Namespace, fit_meg_heldout: Callable) -> None:
     fit_meg_heldout(a.train_epochs, a.train_features, a.epochs, a.features, a.out, model_name=a.model_name,
-                    spec=_spec(a, "meg"), device=a.device)
+                    spec=_spec(a, "meg"), device=a.device, from_fits=_from_fits(a))
 
 
 def _evaluate_meg(a: argparse.Namespace, evaluate_meg_subject: Callable, screen_geometry: type) -> None:
@@ -125,7 +135,8 @@ def _features(a: argparse.Namespace, extract_features: Callable) -> None:
 
 
 def _fit(a: argparse.Namespace, fit_fmri: Callable) -> None:
-    fit_fmri(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device)
+    fit_fmri(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device,
+             from_fits=_from_fits(a))
 
 
 def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable) -> None:
@@ -167,6 +178,8 @@ def _dvc_yaml(a: argparse.Namespace, write_dvc_yaml: Callable) -> None:
 def _add_model_args(p: argparse.ArgumentParser, spec_help: str) -> None:
     p.add_argument("--model-name", required=True)
     p.add_argument("--spec", required=True, help=f"the model as one JSON object: {spec_help}")
+    p.add_argument("--from-fits", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="the fits files of the spec's from_models (for a family that reads other models' fits)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, required=True)
 

@@ -65,6 +65,21 @@ def meg_model_features(wildcards, subject=None):
     return f"results/features/{backbone}/meg_{subject or wildcards.subject}.h5"
 
 
+def model_fits(wildcards):
+    """{name: fits file} of the models a model reads (`from_models`), for the same subject (and hemisphere)."""
+    if "hemi" in wildcards.keys():
+        names = MODELS[wildcards.model].get("from_models", [])
+        return {name: f"results/fits/{wildcards.subject}/{wildcards.hemi}/{name}.h5" for name in names}
+    names = MEG_MODELS[wildcards.model].get("from_models", [])
+    return {name: f"results/fits/meg/{wildcards.subject}/{name}.h5" for name in names}
+
+
+def from_fits_args(wildcards):
+    """--from-fits MODEL=PATH ... for the fit's command (nothing for a model that reads no other fits)."""
+    pairs = [f"{name}={path}" for name, path in model_fits(wildcards).items()]
+    return f"--from-fits {' '.join(pairs)}" if pairs else ""
+
+
 def model_spec(model, fit):
     """A model's params entry with its modality's fit settings, as one shell-quoted JSON argument."""
     import json
@@ -74,5 +89,6 @@ def model_spec(model, fit):
 
 
 def meg_fit_args(wildcards):
-    return f"--model-name {wildcards.model} --spec {model_spec(MEG_MODELS[wildcards.model], MEG['fit'])}"
+    spec = model_spec(MEG_MODELS[wildcards.model], MEG["fit"])
+    return f"--model-name {wildcards.model} --spec {spec} {from_fits_args(wildcards)}"
 

@@ -59,6 +59,7 @@ rule fit_meg:
     input:
         epochs="results/meg/{subject}/epochs.h5",
         features=meg_model_features,
+        from_fits=lambda wc: list(model_fits(wc).values()),
     output:
         "results/fits/meg/{subject}/{model}.h5",
     wildcard_constraints:
@@ -86,6 +87,7 @@ rule fit_meg_heldout:
         features=meg_model_features,
         train_epochs=expand("results/meg/{train}/epochs.h5", train=MEG_SUBJECTS),
         train_features=lambda wc: [meg_model_features(wc, train) for train in MEG_SUBJECTS],
+        from_fits=lambda wc: list(model_fits(wc).values()),
     output:
         "results/fits/meg/{subject}/{model}.h5",
     wildcard_constraints:
