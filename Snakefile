@@ -3,7 +3,7 @@
 # Scientific parameters: params.yaml. Runtime settings: workflow/profiles/.
 from snakemake.utils import min_version
 
-from tbdencoder.config import validate_params
+from tbdencoder.config import read_params_file, validate_params
 
 min_version("9.0")
 
@@ -11,6 +11,8 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+for path in workflow.configfiles:  # Snakemake's YAML loading keeps the last of a repeated key silently
+    read_params_file(path)
 validate_params(config, source="params.yaml (+ --config overrides)")
 
 

@@ -308,13 +308,33 @@ def parse_settings(text: str, *paths: str) -> list[Any]:
     return values
 
 
-def load_params(path: str | Path) -> dict[str, Any]:
-    """Read and validate a params.yaml."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    f"the first would be silently dropped", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """A params file's mapping (not yet validated); errors name the file, and the line of a repeated key."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameters at the top level")
-    return validate_params(params, source=str(path))
+    return params
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read and validate a params.yaml."""
+    return validate_params(read_params_file(path), source=str(path))
