@@ -52,3 +52,52 @@ def test_predict_refuses_an_output_that_is_one_of_its_inputs(tmp_path, capsys):
     assert main(["predict", "--fit", str(fit), "--features", str(tmp_path / "features.h5"),
                  "--out", str(tmp_path / "features.h5")]) == 1
     assert "is also an input" in capsys.readouterr().err
+
+
+@pytest.fixture
+def params():
+    import yaml
+
+    return yaml.safe_load(PARAMS.read_text())
+
+
+ALEXNET = {"library": "torchvision", "model": "alexnet", "pretrained": None, "random_init": True, "seed": 0,
+           "layers": ["features.2", "classifier.5"], "grid_size": 2, "batch_size": 8}
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"backbone": "clip_vitb32", "layers": [3], "tokens": ["map"]},
+     r"fmri.models.m.tokens': 'map' needs unpooled maps, which backbone 'clip_vitb32' does not store: set "
+     r"features.backbones.clip_vitb32.map_size"),
+    ({"backbone": "plain_alexnet", "layers": ["features.2", "classifier.5"], "tokens": ["global", "grid"]},
+     r"fmri.models.m.tokens': \['grid'\] need spatial layers, but \['classifier.5'\] of backbone 'plain_alexnet' "
+     r"output a vector"),
+])
+def test_tokens_the_features_cannot_give_are_refused_at_validation(params, model, message):
+    from tbdencoder.config import validate_params
+
+    params["features"]["backbones"]["plain_alexnet"] = ALEXNET
+    params["fmri"]["models"]["m"] = {"family": "ridge", **model}
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)
+    params["fmri"]["models"]["m"]["tokens"] = ["global"]
+    assert validate_params(params)
+
+
+def test_too_few_simulated_test_images_are_refused_at_validation(params):
+    from tbdencoder.config import validate_params
+
+    params["simulate"]["fmri"]["n_test_images"] = 8
+    with pytest.raises(ParamsError, match=r"simulate.fmri.n_test_images': 8 is less than the minimum of 10"):
+        validate_params(params)
+
+
+def test_a_validation_fraction_that_leaves_no_scene_names_its_key():
+    import numpy as np
+
+    from tbdencoder.models.mlp import validation_split
+
+    groups = np.repeat(np.arange(6), 10)
+    with pytest.raises(ValueError, match=r"validation_fraction = 0.99 of 6 groups \(scenes\) of 60 rows leaves no "
+                                         r"training or no validation part"):
+        validation_split(60, 0.99, 0, groups)

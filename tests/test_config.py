@@ -138,7 +138,7 @@ def test_unknown_backbone_model_is_named(params):
 
 
 ALEXNET = {"library": "torchvision", "model": "alexnet", "pretrained": None, "random_init": True, "seed": 0,
-           "layers": ["features.2", "features.12", "classifier.5"], "grid_size": 2, "batch_size": 8}
+           "layers": ["features.2", "features.12", "classifier.5"], "grid_size": 2, "map_size": 27, "batch_size": 8}
 
 
 def test_each_library_checks_its_layer_names(params):

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tbdencoder.features.layer_names import check_backbone
+from tbdencoder.features.layer_names import check_backbone, spatial_layers
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 
@@ -236,6 +236,15 @@ def _check_model_features(key: str, spec: dict[str, Any], backbones: dict[str, A
                 f"{source}: key '{key}.layers': layers {missing} are not extracted by "
                 f"backbone '{name}' (features.backbones.{name}.layers)"
             )
+        if "map" in spec["tokens"] and not backbone.get("map_size"):
+            raise ParamsError(f"{source}: key '{key}.tokens': 'map' needs unpooled maps, which backbone '{name}' "
+                              f"does not store: set features.backbones.{name}.map_size")
+        flat = [layer for layer, spatial in spatial_layers(backbone["library"], backbone["model"], layers).items()
+                if not spatial]
+        spatial_tokens = sorted(set(spec["tokens"]) & {"grid", "map"})
+        if spatial_tokens and flat:
+            raise ParamsError(f"{source}: key '{key}.tokens': {spatial_tokens} need spatial layers, but {flat} of "
+                              f"backbone '{name}' output a vector (use 'global', or a layer with a map)")
 
 
 def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> None:

@@ -52,6 +52,16 @@ def check_backbone(library: str, model_name: str, pretrained: str | None, random
         check_blocks(model_name, layers, entry["depth"], what)
 
 
+def spatial_layers(library: str, model_name: str, layers: list) -> dict:
+    """{layer: whether it has a spatial map (grid and map tokens)} of checked layers: every ViT block and CNN
+    stage does; a torchvision layer does when its output is a (C, H, W) map larger than 1 x 1."""
+    entry = load_table()[library][model_name]
+    if library != "torchvision":
+        return {layer: True for layer in layers}
+    paths = check_module_paths(model_name, layers, list(entry["nodes"]))
+    return dict(zip(paths, spatial_flags({path: entry["nodes"][node] for path, node in paths.items()})))
+
+
 def check_weights_choice(library: str, model_name: str, pretrained: str | None, random_init: bool,
                          names: list[str], prefix: str = "") -> str | None:
     """Validate pretrained / random_init against the library's weights `names` (`prefix` stripped first) ->

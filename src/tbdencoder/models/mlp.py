@@ -32,7 +32,12 @@ def validation_split(n_rows: int, fraction: float, seed: int,
                      groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) row indices; with `groups`, no group on both sides."""
     splitter = (ShuffleSplit if groups is None else GroupShuffleSplit)(n_splits=1, test_size=fraction, random_state=seed)
-    fit_rows, validation_rows = next(splitter.split(np.zeros(n_rows), groups=groups))
+    try:
+        fit_rows, validation_rows = next(splitter.split(np.zeros(n_rows), groups=groups))
+    except ValueError as exc:  # scikit-learn's words are about "samples": here rows, or groups (scenes) when grouped
+        units = f"{len(np.unique(groups))} groups (scenes) of {n_rows} rows" if groups is not None else f"{n_rows} rows"
+        raise ValueError(f"validation_fraction = {fraction} of {units} leaves no training or no validation part "
+                         f"({exc})") from exc
     if len(validation_rows) < MIN_VALIDATION_ROWS or len(fit_rows) < MIN_VALIDATION_ROWS:
         raise ValueError(f"validation_fraction = {fraction} of {n_rows} rows leaves {len(fit_rows)} training and "
                          f"{len(validation_rows)} validation rows; each needs at least {MIN_VALIDATION_ROWS}")
