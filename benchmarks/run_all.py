@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ["bench_features.py", "bench_ridge.py", "bench_ridge_scale.py", "bench_fit_size.py", "bench_banded_ridge.py"]
+BENCHMARKS = ["bench_features.py", "bench_ridge.py", "bench_ridge_scale.py", "bench_fit_size.py", "bench_banded_ridge.py",
+              "bench_cache_verify.py"]
 
 
 def main() -> int:

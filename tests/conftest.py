@@ -8,7 +8,12 @@ from pathlib import Path
 import h5py
 import pytest
 
+from tbdencoder.features.identity import seal_features
 from tbdencoder.simulate.fmri import simulate_fmri
+
+# the identity of the hand-made features files tests write (`seal`)
+TEST_NETWORK = dict(format_version="test", library="test", model_name="oracle", weights="none", random_init=False,
+                    seed=0, preprocess="{}", grid_size=2, map_size=-1)
 
 def pytest_addoption(parser):
     parser.addoption("--nightly", action="store_true", help="run the nightly tier (the whole demo, the README's numbers)")
@@ -96,3 +101,9 @@ def h5_opens(monkeypatch) -> Counter:
 
     monkeypatch.setattr(h5py, "File", CountingFile)
     return opens
+
+
+def seal(path, **changes) -> Path:
+    """Stamp a hand-made features file with TEST_NETWORK's identity (with `changes`) and its content digest."""
+    seal_features(path, **{**TEST_NETWORK, **changes})
+    return Path(path)

@@ -17,6 +17,7 @@ from tbdencoder.evaluate.metrics import roi_masks
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
 from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
+from conftest import seal
 
 
 def _oracle_features(dataset, subject, responses_path, out_path):
@@ -33,7 +34,7 @@ def _oracle_features(dataset, subject, responses_path, out_path):
         write_strings(h5, "stimulus_id", ids)
         h5["layers/block01/global"] = signal.astype(np.float32)
         h5["layers/block01/grid"] = np.random.default_rng(0).standard_normal((len(ids), 8)).astype(np.float32)
-        h5.attrs["random_init"] = False
+    seal(out_path)
 
 
 def _spec(family, tokens, alphas, cv_folds):

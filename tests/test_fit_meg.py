@@ -10,6 +10,7 @@ from tbdencoder.data.meg import read_epochs
 from tbdencoder.evaluate.meg_fit import read_fit
 from tbdencoder.evaluate.metrics import pearson_r
 from tbdencoder.io import write_strings
+from conftest import seal
 
 N_CHANNELS, TIMES = 6, np.array([-0.05, 0.0, 0.05, 0.1, 0.15])
 PROFILE = np.array([0.0, 0.0, 0.5, 1.0, 0.4])  # signal over time: none before the onset
@@ -51,7 +52,7 @@ def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=
     with h5py.File(features, "w") as h5:
         write_strings(h5, "stimulus_id", np.array(rows)[order])
         h5["layers/block01/global"] = np.concatenate([foveal, parafoveal]).astype(np.float32)[order]
-        h5.attrs["random_init"] = False
+    seal(features)
     return epochs, features, scenes
 
 

@@ -140,14 +140,14 @@ def _fit(a: argparse.Namespace, fit_fmri: Callable) -> None:
 
 
 def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable) -> None:
-    import h5py
+    from tbdencoder.fit.driver import open_fit
 
     inputs = [a.fit, *a.features, *(a.train_features or []), *([a.responses] if a.responses else [])]
     clash = [path for path in inputs if Path(path).resolve() == Path(a.out).resolve()
              or (Path(a.out).exists() and Path(path).exists() and Path(a.out).samefile(path))]
     if clash:
         raise ValueError(f"--out {a.out} is also an input ({clash[0]}): writing predictions there would replace it")
-    with h5py.File(a.fit, "r") as h5:
+    with open_fit(a.fit) as h5:
         meg = "scheme" in h5.attrs  # MEG fits say how their folds were made
     if meg:
         if len(a.features) != 1 or a.train_features or a.responses:

@@ -4,8 +4,13 @@ Output HDF5: `stimulus_id`, `content_hash` (n,) in stimuli.h5 row order; per req
 library's name: `block06`, `features.10`) `layers/L/global` (n, C), for spatial layers `layers/L/grid`
 (n, g*g*C) and, with map_size, `layers/L/map` (n, h*w*C), flattened as (row, col, channel); with
 embedding, `embedding` (n, d). Each dataset's `shape` attr is its per-row shape (C,), (g, g, C), (h, w, C).
-Provenance in attrs: library, model, weights, preprocessing (JSON), layers, grid and map sizes, cache key.
-See features.backbone_registry for what each token is.
+Provenance in attrs: library, model, weights, preprocessing (JSON), layers, grid and map sizes, cache key,
+and `content_sha256`, the digest of the values (`features.identity`). See features.backbone_registry for
+what each token is.
+
+The cache entry is verified before each reuse (`verify_features`): one that was edited, truncated or damaged
+is discarded with a warning naming it, and recomputed. The output is a copy, so editing it leaves the cache
+entry as it was.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from tqdm import tqdm
 import tbdencoder
 from tbdencoder.data.stimuli import load_rgb
 from tbdencoder.features.backbone_registry import BackboneSpec, load_backbone, resolve_backbone
+from tbdencoder.features.identity import content_sha256, verify_features
 from tbdencoder.io import atomic_path, get_logger, text_sha256
 from tbdencoder.device import resolve_device
 
 log = get_logger("features.extract")
 
-FORMAT_VERSION = "features-v2"  # bump when the computation or layout changes, to invalidate caches
+FORMAT_VERSION = "features-v3"  # bump when the computation or layout changes, to invalidate caches
 TARGET_CHUNK_BYTES = 1 << 20
 
 
@@ -117,8 +123,9 @@ def extract_features(
 ) -> Path:
     """Write the features of `stimuli_path` to `out_path` via the cache file `cache_dir/{cache_key}.h5`.
 
-    A complete cache file is reused without touching the model; a partial one is resumed from its last
-    checkpoint (logged after each batch is flushed to it).
+    A complete cache file is reused without touching the model once its values match its digest (else it is
+    discarded and recomputed); a partial one is resumed from its last checkpoint (logged after each batch is
+    flushed to it).
     """
     spec = resolve_backbone(library, model_name, pretrained, random_init, layers)
     if grid_size < 1:
@@ -128,7 +135,7 @@ def extract_features(
     stimuli = read_stimuli(stimuli_path)
     attrs = feature_attrs(spec, stimuli, grid_size, map_size, embedding, seed)
     final = Path(cache_dir) / f"{attrs['cache_key']}.h5"
-    if final.exists():
+    if final.exists() and _verified(final):
         log.info("cache hit: %s", final)
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -160,9 +167,11 @@ def feature_attrs(spec: BackboneSpec, stimuli: Stimuli, grid_size: int, map_size
         preprocess,
     )
     return {
+        "format_version": FORMAT_VERSION,
         "library": spec.library,
         "model_name": spec.model_name,
         "pretrained": spec.pretrained or "",
+        "weights": spec.identity,
         "random_init": spec.random_init,
         "seed": seed,
         "layers": list(spec.layers),
@@ -186,10 +195,22 @@ def _compute(final: Path, stimuli: Stimuli, spec: BackboneSpec, attrs: dict, gri
     with _open_partial(partial, stimuli, attrs) as h5:
         _fill(h5, stimuli, backbone, grid_size, map_size, embedding, batch_size, num_workers, device)
         del h5["done"]
+        h5.attrs["content_sha256"] = content_sha256(h5)
     os.replace(partial, final)
     with h5py.File(final, "r") as h5:
         shapes = {name: tuple(h5[name].attrs["shape"]) for name in _feature_datasets(h5)}
     log.info("features of %d stimuli, per-row shapes: %s", len(stimuli.ids), shapes)
+
+
+def _verified(entry: Path) -> bool:
+    """Whether a cache entry's values match its digest; a bad entry is removed with a warning naming it."""
+    try:
+        verify_features(entry)
+        return True
+    except ValueError as error:
+        log.warning("discarding cache entry %s and recomputing it: %s", entry, error)
+        entry.unlink()
+        return False
 
 
 def _feature_datasets(h5: h5py.File) -> list[str]:
@@ -274,10 +295,6 @@ def _write_batch(h5: h5py.File, rows: list[int], features: dict[str, torch.Tenso
 
 
 def _materialise(final: Path, out_path: str | os.PathLike) -> None:
-    """Put the cache file at `out_path`: a hard link when possible, else a copy."""
+    """Copy the cache file to `out_path` (never a link: editing the output must not change the cache entry)."""
     with atomic_path(out_path) as tmp:
-        tmp.unlink()
-        try:
-            os.link(final, tmp)
-        except OSError:
-            shutil.copyfile(final, tmp)
+        shutil.copyfile(final, tmp)

@@ -18,11 +18,13 @@ predictions, the fold of every predicted row and every fold's model state; the m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import h5py
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
@@ -133,6 +135,22 @@ def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
         digest.update(str(array.shape).encode())
         digest.update(array.data)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def open_fit(path: str | Path) -> Iterator[h5py.File]:
+    """An open fits file, or a ValueError naming it when it is not one (missing, truncated, another HDF5 file)."""
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as error:
+        raise ValueError(f"{path}: not a readable fits file ({error}); expected a results/fits/... .h5 written by "
+                         "`tbdencoder fit` or `fit-meg`") from None
+    with h5:
+        missing = [key for key in ("spec", "training_sha256", "model") if key not in h5.attrs]
+        if missing:
+            raise ValueError(f"{path}: not a fits file (no attrs {missing}; it holds {sorted(h5)[:6]}); expected "
+                             "a results/fits/... .h5 written by `tbdencoder fit` or `fit-meg`")
+        yield h5
 
 
 def checkpoint_dir(out_path: str | Path) -> Path:

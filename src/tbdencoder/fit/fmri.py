@@ -35,8 +35,9 @@ import numpy as np
 from tbdencoder.data.cortex import LazyTargets, vertex_positions
 from tbdencoder.data.responses import Responses, read_rois, read_targets
 from tbdencoder.features.featureset import FeatureSet, load_model_features
-from tbdencoder.fit.driver import (FoldFits, Rows, checkpoint_dir, fit_subjects, read_artifacts, training_sha256,
-                                   write_artifacts)
+from tbdencoder.features.identity import check_same_network, verify_features
+from tbdencoder.fit.driver import (FoldFits, Rows, checkpoint_dir, fit_subjects, open_fit, read_artifacts,
+                                   training_sha256, write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import Encoder, reload_encoder
 from tbdencoder.models.ridge import check_folds
@@ -143,6 +144,7 @@ class FittedModel:
     model: Encoder
     spec: dict[str, Any]
     targets: dict[str, Any]
+    features: list[str]  # the training features files, one per backbone
 
     def predict(self, features_path: str | Path | list[str | Path], stimulus_ids: list[str]) -> np.ndarray:
         """(n, V) predictions for stimuli of a features file (the same backbone and layers as the fit; one file
@@ -167,21 +169,31 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | list[str | Pat
     `features_path` / `responses_path` default to the files the model was fitted on (the fits file's
     attrs); the training data read from them must be what the model saw (checked by sha256).
     """
-    with h5py.File(fit_path, "r") as h5:
+    with open_fit(fit_path) as h5:
         attrs = dict(h5.attrs)
         spec = json.loads(attrs["spec"])
         state = {key: h5[key][:] for key in h5 if key not in ("test_prediction", "submission_prediction",
                                                                 "feature_blocks", "block_sizes", "folds")}
         state.update(read_artifacts(h5))
-    features_path = features_path or _stored_paths(attrs["features"])
+    features_path = _paths(features_path or _stored_paths(attrs["features"]))
     responses_path = responses_path or attrs["responses"]
+    _check_stored_paths(fit_path, [*features_path, responses_path])
     X = _features(features_path, Responses.read(responses_path).train_stimulus_id, spec)
     Y = read_targets(responses_path, str(attrs["hemisphere"]), "train")
     if training_sha256(X, Y) != attrs["training_sha256"]:
         raise ValueError(f"{fit_path}: the training data in {features_path} and {responses_path} are not what "
                          "the model was fitted on (sha256 differs); rerun the fit")
     model = reload_encoder(spec, state, X, Y, device, json.loads(attrs.get("from_fits", "{}")))
-    return FittedModel(model, spec, fmri_targets(responses_path, str(attrs["hemisphere"])))
+    return FittedModel(model, spec, fmri_targets(responses_path, str(attrs["hemisphere"])), features_path)
+
+
+def _check_stored_paths(fit_path: str | Path, paths: list[str | Path]) -> None:
+    """FileNotFoundError for training files that are not where the fit says, with the way out."""
+    missing = [str(path) for path in paths if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"{fit_path}: the training data {missing} are not there (from {Path.cwd()}); a fit "
+                                "names its training files as they were given, relative to the directory it was made "
+                                "in: run predict from that directory, or pass --train-features / --responses")
 
 
 def predict_stimuli(fit_path: str | Path, features_path: str | Path | list[str | Path], out_path: str | Path, *,
@@ -192,10 +204,13 @@ def predict_stimuli(fit_path: str | Path, features_path: str | Path | list[str |
     Output h5: `stimulus_id` (n,), `prediction` (n, V) float32; attrs fit (path), model, subject, hemisphere.
     """
     start = time.perf_counter()
+    for path in _paths(features_path):
+        verify_features(path)
     fitted = load_fitted(fit_path, train_features, responses_path, device)
+    check_same_network(fitted.features, _paths(features_path), fitted.spec["tokens"], f"fit {fit_path}")
     with h5py.File(_paths(features_path)[0], "r") as h5:
         stimulus_ids = list(h5["stimulus_id"].asstr()[:])
-    with h5py.File(fit_path, "r") as h5:
+    with open_fit(fit_path) as h5:
         attrs = {key: h5.attrs[key] for key in ("model", "subject", "hemisphere")}
     prediction = fitted.predict(features_path, stimulus_ids)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:

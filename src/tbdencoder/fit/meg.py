@@ -34,8 +34,9 @@ import numpy as np
 
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.features.featureset import FeatureSet
-from tbdencoder.fit.driver import (Fold, Rows, checkpoint_dir, fit_by_folds, read_artifacts, scene_folds, training_sha256,
-                                   write_artifacts)
+from tbdencoder.features.identity import check_same_network, verify_features
+from tbdencoder.fit.driver import (Fold, Rows, checkpoint_dir, fit_by_folds, open_fit, read_artifacts, scene_folds,
+                                   training_sha256, write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import Encoder, reload_encoder
 
@@ -232,7 +233,7 @@ class FittedMeg:
 def load_fitted_meg(fit_path: str | Path, device: str = "auto") -> FittedMeg:
     """The fold models of a MEG fits file, reloaded by their family from each fold's state and training rows
     (rebuilt from the files the fit names, checked by sha256 against what the model saw)."""
-    with h5py.File(fit_path, "r") as h5:
+    with open_fit(fit_path) as h5:
         attrs = dict(h5.attrs)
         folds = [read_artifacts(h5, fold) for fold in range(int(attrs["n_folds"]))]
     spec = json.loads(attrs["spec"])
@@ -256,7 +257,9 @@ def predict_meg_stimuli(fit_path: str | Path, features_path: str | Path, out_pat
     model, subject, ch_names, times.
     """
     start = time.perf_counter()
+    verify_features(features_path)
     fitted = load_fitted_meg(fit_path, device)
+    check_same_network([fitted.problem.inputs["features"]], [features_path], fitted.spec["tokens"], f"fit {fit_path}")
     stream = fitted.spec["streams"][0]
     with h5py.File(features_path, "r") as h5:
         fixation_ids = [sid.removesuffix(f"_{stream}") for sid in h5["stimulus_id"].asstr()[:]
