@@ -139,9 +139,7 @@ def _fit(a: argparse.Namespace, fit_fmri: Callable) -> None:
              from_fits=_from_fits(a))
 
 
-def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable) -> None:
-    from tbdencoder.fit.driver import open_fit
-
+def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable, open_fit: Callable) -> None:
     inputs = [a.fit, *a.features, *(a.train_features or []), *([a.responses] if a.responses else [])]
     clash = [path for path in inputs if Path(path).resolve() == Path(a.out).resolve()
              or (Path(a.out).exists() and Path(path).exists() and Path(a.out).samefile(path))]
