@@ -101,3 +101,18 @@ def test_a_validation_fraction_that_leaves_no_scene_names_its_key():
     with pytest.raises(ValueError, match=r"validation_fraction = 0.99 of 6 groups \(scenes\) of 60 rows leaves no "
                                          r"training or no validation part"):
         validation_split(60, 0.99, 0, groups)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([], r"layers': \[\] is none of the accepted forms \(the backbone's layers; with several backbones, a mapping "
+         r"backbone -> its layers\): as a layer list: \[\] should be non-empty; as a mapping: \[\] is not of type"),
+    ([0], r"as a layer list: at \[0\]: 0 is none of the accepted forms: as a whole number: 0 is less than the "
+          r"minimum of 1; as a string"),
+])
+def test_a_value_of_none_of_the_accepted_forms_says_what_each_form_expects(params, layers, message):
+    """Not jsonschema's bare "is not valid under any of the given schemas"."""
+    from tbdencoder.config import validate_params
+
+    params["fmri"]["models"]["ridge_cls"]["layers"] = layers
+    with pytest.raises(ParamsError, match=message):
+        validate_params(params)

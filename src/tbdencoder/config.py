@@ -42,8 +42,27 @@ def _errors(instance: Any, schema: dict[str, Any], source: str, prefix: str = ""
     lines = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
         key = ".".join([prefix] * bool(prefix) + list(map(str, error.absolute_path))) or "<top>"
-        lines.append(f"{source}: key '{key}': {error.message}")
+        lines.append(f"{source}: key '{key}': {_message(error)}")
     return lines
+
+
+FORM_NAMES = {"object": "mapping", "array": "list", "string": "string", "integer": "whole number", "number": "number"}
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """The error's message; for a value matching none of several forms (oneOf / anyOf), what each form expects
+    and why the value is not it, and the key's description."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return error.message
+    reasons: dict[int, str] = {}
+    for sub in sorted(error.context, key=lambda e: len(e.path)):  # the shallowest reason of each form
+        form = error.validator_value[sub.schema_path[0]]
+        name = form.get("$ref", "").rsplit("/", 1)[-1].replace("_", " ") or FORM_NAMES.get(form.get("type"), "value")
+        path = "".join(f"[{part!r}]" for part in sub.path)
+        reasons.setdefault(sub.schema_path[0], f"as a {name}: {f'at {path}: ' * bool(path)}{_message(sub)}")
+    expected = error.schema.get("description")
+    return (f"{error.instance!r} is none of the accepted forms" + (f" ({expected})" if expected else "") + ": "
+            + "; ".join(reasons[index] for index in sorted(reasons)))
 
 
 def _raise(lines: list[str]) -> None:
