@@ -28,10 +28,11 @@ Layer names are the library's own: `block06` for the 6th transformer block of a 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,29 @@ NETWORK_TIMEOUT_S = 3.0
 LIBRARIES: dict[str, type] = {}
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(FileNotFoundError):
     """Pretrained weights are neither on this machine nor downloadable."""
+
+
+@contextlib.contextmanager
+def reading_weights(path: str | None, library: str, model_name: str) -> Iterator[None]:
+    """Turn any failure to read a weights file into one ValueError naming the file and what it must be.
+
+    torch, safetensors and the libraries otherwise stop with their own errors (a bare EOFError for an empty
+    file, a header error for a cut-short .safetensors, missing and unexpected keys for another architecture).
+    """
+    if path is None:
+        yield
+        return
+    try:
+        yield
+    except WeightsUnavailableError:
+        raise
+    except Exception as error:  # noqa: BLE001 (whatever the readers raise, the cause is this file)
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"{path}: not usable as {library} {model_name} weights ({type(error).__name__}: {reason}); "
+                         f"expected the complete state_dict of a {model_name} (.safetensors, or a .pth / .pt written "
+                         "by torch.save)") from error
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from open_clip.constants import HF_WEIGHTS_NAME
 from open_clip.pretrained import _get_safe_alternatives  # open_clip's own .safetensors preference
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from tbdencoder.features.backbone_registry import HF_HOST, NETWORK_TIMEOUT_S, BackboneSpec, WeightsUnavailableError
+from tbdencoder.features.backbone_registry import (HF_HOST, NETWORK_TIMEOUT_S, BackboneSpec, WeightsUnavailableError,
+                                                   reading_weights)
 from tbdencoder.features.backbone_registry import pooled_tokens, reachable, register_library, vit_layer_name
 from tbdencoder.features.layer_names import check_blocks, check_weights_choice
 from tbdencoder.io import file_sha256, get_logger
@@ -132,7 +133,7 @@ class OpenClipTower:
         else:
             checkpoint = spec.pretrained
         expected = Preprocess(**{k: v for k, v in spec.preprocess.items() if k != "library"})
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), reading_weights(checkpoint, "open_clip", spec.model_name):
             torch.manual_seed(seed)
             model = open_clip.create_model(
                 spec.model_name,

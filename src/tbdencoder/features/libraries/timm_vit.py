@@ -37,6 +37,7 @@ from tbdencoder.features.backbone_registry import (
     WeightsUnavailableError,
     pooled_tokens,
     reachable,
+    reading_weights,
     register_library,
     vit_layer_name,
 )
@@ -106,7 +107,8 @@ class TimmViT:
         else:
             log.info("%s: loading weights from %s", spec.model_name, spec.pretrained)
             kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(spec.pretrained)}}
-        with torch.random.fork_rng(devices=[]):
+        weights_file = kwargs.get("pretrained_cfg_overlay", {}).get("file")
+        with torch.random.fork_rng(devices=[]), reading_weights(weights_file, "timm", spec.model_name):
             torch.manual_seed(seed)
             model = timm.create_model(_timm_name(spec.model_name, tag), **kwargs)
         model.eval().requires_grad_(False)

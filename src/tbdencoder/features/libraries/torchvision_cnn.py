@@ -40,6 +40,7 @@ from tbdencoder.features.backbone_registry import (
     WeightsUnavailableError,
     pooled_tokens,
     reachable,
+    reading_weights,
     register_library,
 )
 from tbdencoder.features.layer_names import check_module_paths, check_weights_choice, spatial_flags
@@ -98,7 +99,7 @@ class TorchvisionCNN:
     @staticmethod
     def load(spec: BackboneSpec, seed: int) -> TorchvisionCNN:
         """Build the model with its weights (the torch hub cache or a file first; a download only when reachable)."""
-        weights = None
+        weights, cached = None, None
         if spec.random_init:
             log.warning("%s: features come from a RANDOM-INIT network (seed %d), not pretrained weights",
                         spec.model_name, seed)
@@ -107,17 +108,19 @@ class TorchvisionCNN:
             local = weights_cache_path(weights)
             if local.is_file():
                 log.info("%s %s: using cached weights %s", spec.model_name, weights.name, local)
+                cached = local
             else:
                 host = urlparse(weights.url).hostname
                 if not reachable(host, 443):
                     raise WeightsUnavailableError(_unavailable_message(spec, weights, host))
                 log.info("%s %s: downloading weights %s", spec.model_name, weights.name, weights.url)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), reading_weights(cached, "torchvision", spec.model_name):
             torch.manual_seed(seed)
             model = torchvision.models.get_model(spec.model_name, weights=weights)
         if not spec.random_init and weights is None:
             log.info("%s: loading weights from %s", spec.model_name, spec.pretrained)
-            model.load_state_dict(_read_state_dict(spec.pretrained))
+            with reading_weights(spec.pretrained, "torchvision", spec.model_name):
+                model.load_state_dict(_read_state_dict(spec.pretrained))
         for module in model.modules():  # a returned node must not be overwritten by a later in-place op
             if getattr(module, "inplace", False):
                 module.inplace = False
