@@ -176,3 +176,22 @@ def test_8_bit_png_is_unchanged(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     np.testing.assert_array_equal(np.asarray(load_rgb(path)), pixels)
+
+
+def test_transparent_and_tiny_images_are_warned_with_names_and_counts(fmri_dataset_copy, tmp_path, logs):
+    """An RGBA image whose alpha is 0 everywhere, and a 1 x 1 image among full-size ones: accepted, but said."""
+    clear, tiny = _images(fmri_dataset_copy, "train")[2:4]
+    rgb = np.asarray(Image.open(clear).convert("RGB"))
+    Image.fromarray(np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)]), "RGBA").save(clear)
+    Image.new("RGB", (1, 1)).save(tiny)
+    _prepare(fmri_dataset_copy, tmp_path)
+    n = len(_images(fmri_dataset_copy, "train")) + len(_images(fmri_dataset_copy, "test"))
+    assert f"1 of {n} images with transparent pixels (alpha < 255; the RGB conversion drops alpha): {clear} (100 %)" \
+        in logs.text
+    side = Image.open(_images(fmri_dataset_copy, "train")[0]).size[0]
+    assert f"1 of {n} images under half the median size {side} x {side} px: {tiny} (1 x 1)" in logs.text
+
+
+def test_ordinary_images_are_not_warned(fmri_dataset_copy, tmp_path, logs):
+    _prepare(fmri_dataset_copy, tmp_path)
+    assert "transparent" not in logs.text and "median size" not in logs.text

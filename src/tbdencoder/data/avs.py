@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry
+from tbdencoder.data.stimuli import decode_image
 from tbdencoder.io import atomic_path, get_logger
 
 log = get_logger("avs")
@@ -84,7 +85,8 @@ def prepare_fixations(dataset_dir: str | Path, subject: int, out_path: str | Pat
     """Write the subject's fixations.tsv; bad fixation rows are dropped (with a warning) or raise, per `on_bad`.
 
     Bad rows: duplicate (subject, session, trial, fix_sequence), non-finite gaze, gaze off the screen (outside
-    0..width_px x 0..height_px of `screen`), non-finite onset or duration, no `scenes/<sceneID>.png|.jpg`.
+    0..width_px x 0..height_px of `screen`), non-finite onset or duration, no `scenes/<sceneID>.png|.jpg`
+    or one that cannot be decoded (a truncated file is dropped and counted here, not met when crops are cut).
     `next_gx`/`next_gy` is the next fixation of the trial by fix_sequence, left empty when that fixation is bad
     (its position is unknown), absent, or on another scene.
     """
@@ -139,6 +141,15 @@ def _scene_path(dataset_dir: Path, scene: str) -> Path | None:
     return None
 
 
+def _decodes(path: Path) -> bool:
+    """Whether a scene image decodes completely (checked here, not when its crops are cut)."""
+    try:
+        decode_image(path)
+        return True
+    except ValueError:
+        return False
+
+
 def _row_label(row: pd.Series) -> str:
     return fixation_label(row["subject"], row["session"], row["trial"], row["fix_sequence"])
 
@@ -152,6 +163,8 @@ def _bad_reasons(rows: pd.DataFrame, scene_paths: dict[str, Path | None], screen
         f"gaze off the screen (outside 0..{screen.width_px} x 0..{screen.height_px} px)": ~on_screen,
         "non-finite onset or duration": ~np.isfinite(rows[["start_time", "duration"]]).all(axis=1),
         f"no scene image scenes/<sceneID>{' or '.join(SCENE_SUFFIXES)}": rows["sceneID"].map(scene_paths).isna(),
+        "the scene image cannot be decoded (truncated or not an image)":
+            rows["sceneID"].map({scene: path is not None and not _decodes(path) for scene, path in scene_paths.items()}),
     }
     reasons = pd.Series("", index=rows.index, dtype=object)
     for reason, failed in reversed(checks.items()):

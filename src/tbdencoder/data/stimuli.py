@@ -17,7 +17,9 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from tbdencoder.io import atomic_path, file_sha256, write_strings
+from tbdencoder.io import atomic_path, file_sha256, get_logger, write_strings
+
+log = get_logger("stimuli")
 
 
 def write_image_paths(
@@ -54,14 +56,39 @@ def _stimuli_file(out_path: str | Path, stimulus_ids: list[str],
         yield h5
 
 
+def decode_image(path: str | Path) -> tuple[tuple[int, int], float]:
+    """Decode an image file once: its (width, height) and the fraction of its pixels that are not opaque (alpha
+    below 255; the RGB conversion drops alpha and shows what lies under it). ValueError naming a file that is
+    truncated or not an image."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            alpha = np.asarray(image.convert("RGBA").getchannel("A")) if has_alpha else None
+            size = image.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot decode the image, expected a complete image file ({exc})") from exc
+    return size, 0.0 if alpha is None else float((alpha < 255).mean())
+
+
 def check_images(paths: list[Path]) -> None:
-    """Decode every image once, so that a truncated or corrupt file is named here, not mid-extraction."""
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ValueError(f"{path}: cannot decode the image, expected a complete image file ({exc})") from exc
+    """Decode every image once, so that a truncated or corrupt file is named here, not mid-extraction; warn, with
+    counts and file names, about images with transparent pixels and images under half the median width or height
+    (a thumbnail or a 1 x 1 placeholder among photos)."""
+    decoded = {path: decode_image(path) for path in paths}
+    if not decoded:
+        return
+    median = np.median([size for size, _ in decoded.values()], axis=0)
+    odd = {
+        "with transparent pixels (alpha < 255; the RGB conversion drops alpha)":
+            [f"{path} ({100 * fraction:.0f} %)" for path, (_, fraction) in decoded.items() if fraction > 0],
+        f"under half the median size {median[0]:.0f} x {median[1]:.0f} px":
+            [f"{path} ({size[0]} x {size[1]})" for path, (size, _) in decoded.items() if (np.array(size) < median / 2).any()],
+    }
+    for what, found in odd.items():
+        if found:
+            log.warning("%d of %d images %s: %s%s", len(found), len(decoded), what, ", ".join(found[:5]),
+                        " ..." * (len(found) > 5))
 
 
 def load_rgb(path: str | Path) -> Image.Image:
