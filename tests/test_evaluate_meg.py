@@ -88,14 +88,15 @@ def write_epochs(path, data, fixations: pd.DataFrame, subject="sub-01", ch_names
                         tmax_s=0.4, baseline_s="null", reject_grad=np.nan, n_rejected=0, n_outside_recording=0)
 
 
-def write_fit(path, model, prediction, fixation_ids, folds, subject="sub-01", scheme="scene_cv",
+def write_fit(path, model, prediction, fixation_ids, folds, scenes=None, subject="sub-01", scheme="scene_cv",
               streams=("foveal",), ch_names=None, random_init=False, block_weight=None, curves=None):
     """A fits file as docs/meg.md, with `block_weight` (ch, t, blocks BLOCKS) as banded ridge writes it and
-    `curves` ({fold: (train_loss, validation_loss, best_epoch)}) as a gradient-trained family does."""
+    `curves` ({fold: (train_loss, validation_loss, best_epoch)}) as a gradient-trained family does; `scenes`
+    (default: one per fold)."""
     names = ch_names or neuromag_grads()[0]
     with h5py.File(path, "w") as h5:
         write_strings(h5, "fixation_id", fixation_ids)
-        write_strings(h5, "scene_id", [f.split("_")[0] for f in fixation_ids])
+        write_strings(h5, "scene_id", [f"fold{f}" for f in folds] if scenes is None else scenes)
         h5["prediction"] = prediction.astype(np.float32)
         h5["fold"] = folds
         h5["alpha"] = np.ones(prediction.shape[1:])
@@ -171,6 +172,7 @@ def synthetic(tmp_path_factory):
     r = {"foveal": foveal, "dual": foveal + delta, "parafoveal": parafoveal}
     fitted = rng.permutation(len(fixations) - 10)  # the last 10 fixations have no fit; rows in another order
     ids = fixations["fixation_id"].to_numpy()[fitted]
+    scenes = fixations["sceneID"].to_numpy()[fitted]
     folds = fixations["sceneID"].str[-3:].astype(int).to_numpy()[fitted] % 5
     # dual is a banded fit: at its peak (the foveal peak) N_PARAFOVEAL channels weigh the parafoveal block most,
     # at every other time all channels weigh the foveal block most
@@ -182,7 +184,7 @@ def synthetic(tmp_path_factory):
     fits = []
     for model, values in r.items():
         fits.append(root / f"{model}.h5")
-        write_fit(fits[-1], model, predictions_with_r(data[fitted], values, folds, rng), ids, folds,
+        write_fit(fits[-1], model, predictions_with_r(data[fitted], values, folds, rng), ids, folds, scenes,
                   streams=["foveal", "parafoveal"] if model == "dual" else [model], random_init=model == "parafoveal",
                   block_weight=block_weight if model == "dual" else None,
                   curves=curves if model == "parafoveal" else None)
@@ -190,7 +192,7 @@ def synthetic(tmp_path_factory):
     evaluate_meg_subject(epochs, fits, root / "metrics.json", root / "scores.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)
     return dict(root=root, epochs=epochs, fits=fits, figures=figures, fixations=fixations, r=r, data=data,
-                ids=ids, folds=folds, block_weight=block_weight, curves=curves,
+                ids=ids, folds=folds, scenes=scenes, block_weight=block_weight, curves=curves,
                 truth_nc=np.sqrt(signal_var / (signal_var + 1)), n_pairs=n_scenes * n_spots * n_trials // 2,
                 metrics=json.loads((root / "metrics.json").read_text()))
 
@@ -371,7 +373,7 @@ def test_selection_by_r_is_cross_fitted_and_only_the_optimistic_value_is_biased(
     rng = np.random.default_rng(5)
     noise = tmp_path / "noise.h5"
     write_fit(noise, "foveal", rng.standard_normal(synthetic["data"][: len(synthetic["ids"])].shape),
-              synthetic["ids"], synthetic["folds"])
+              synthetic["ids"], synthetic["folds"], synthetic["scenes"])
     figures = {key: tmp_path / f"{key}.png" for key in FIGURES}
     evaluate_meg_subject(synthetic["epochs"], [noise], tmp_path / "m.json", tmp_path / "s.h5", figures,
                          max_distance_px=MAX_DISTANCE_PX, min_pairs=20, n_best_sensors=5)

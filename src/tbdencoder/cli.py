@@ -120,7 +120,8 @@ def _evaluate_meg(a: argparse.Namespace, evaluate_meg_subject: Callable, screen_
     evaluate_meg_subject(a.epochs, a.fits, a.metrics_out, a.scores_out, figures,
                          max_distance_px=screen_geometry(**screen).dva_to_px(noise_ceiling["max_distance_dva"]),
                          min_pairs=noise_ceiling["min_pairs"], n_best_sensors=evaluation["n_best_sensors"],
-                         compare=tuple(evaluation["compare"]))
+                         compare=tuple(evaluation["compare"]), bootstrap_resamples=evaluation["bootstrap_resamples"],
+                         ci_level=evaluation["ci_level"], bootstrap_seed=evaluation["bootstrap_seed"])
 
 
 def _prepare_fmri(a: argparse.Namespace, prepare_fmri: Callable) -> None:

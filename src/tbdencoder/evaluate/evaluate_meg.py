@@ -3,13 +3,17 @@
 r is the Pearson r within each outer fold, averaged over the folds (metrics.pearson_r_within_folds: 0 in
 expectation on pure noise), of each fit's out-of-fold predictions with the epochs, joined by fixation id
 (meg_fit.read_fit, one opening of each fits file). Whatever is chosen by r (a peak latency, the best sensors) is
-cross-fitted over halves of the outer folds (meg_metrics); figures in meg_plots.
+cross-fitted over halves of the outer folds (meg_metrics); the peak latency and r at the peak come with percentile
+intervals from a bootstrap over scenes (meg_bootstrap); figures in meg_plots.
 
 metrics json: {subject, n_pairs, max_distance_px, min_pairs, times (s), random_init_features,
-models: {model: {scheme, streams, n_fixations, peak_latency_s, mean_r_at_peak, mean_r_over_time, n_best_sensors,
-best_sensors_r_at_peak, best_sensor, best_sensor_r_optimistic, best_sensor_latency_s, median_noise_ceiling_at_peak,
-mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors, n_reliable_sensors, and for models with block weights
-(banded ridge) block_weights_at_peak: {preferred: {block: fraction of sensors}, mean_weight: {block: ...}}}},
+models: {model: {scheme, streams, n_fixations, peak_latency_s (of the n_best_sensors best sensors' r(t)),
+n_best_sensors, best_sensors_r_at_peak, best_sensors_r_over_time, peak_latency_s_ci, best_sensors_r_at_peak_ci
+([lo, hi]), best_sensors_r_over_time_ci ([lo (t), hi (t)]), ci_level, bootstrap_resamples, bootstrap_resamples_used,
+mean_over_sensors_peak_latency_s, mean_r_at_peak, mean_r_over_time, best_sensor, best_sensor_r_optimistic,
+best_sensor_latency_s, median_noise_ceiling_at_peak, mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors,
+n_reliable_sensors (the *_at_peak means over sensors: at the mean-over-sensors peak), and for models with block
+weights (banded ridge) block_weights_at_peak: {preferred: {block: fraction of sensors}, mean_weight: {block: ...}}}},
 <b>_minus_<a> (for compare = (a, b), when both fitted): {reference_latency_s, mean_delta_r_at_peak,
 fraction_cells_improved}}. Undefined values (no noise ceiling) are null.
 scores h5: `r/<model>` (ch, t), `noise_ceiling` (ch, t; NaN without enough repeats), `times` (t,) s,
@@ -49,6 +53,13 @@ def _finite(value):
     return value
 
 
+def _interval(bounds: list[float], scale: float = 1.0, unit: str = "") -> str:
+    """'lo-hi unit' of an interval, or 'no interval'."""
+    if not np.isfinite(bounds).all():
+        return "no interval"
+    return f"{scale * bounds[0]:.3g}-{scale * bounds[1]:.3g}{' ' + unit if unit else ''}"
+
+
 def evaluate_meg_subject(
     epochs_path: str | Path,
     fit_paths: list[str | Path],
@@ -60,9 +71,13 @@ def evaluate_meg_subject(
     min_pairs: int,
     n_best_sensors: int = 10,
     compare: tuple[str, str] | None = ("foveal", "dual"),
+    bootstrap_resamples: int = 1000,
+    ci_level: float = 0.95,
+    bootstrap_seed: int = 0,
 ) -> None:
     """Score every fit of one subject, compute the noise ceiling from repeated fixations, write metrics,
-    scores and the figures `figure_paths` (keys FIGURES)."""
+    scores and the figures `figure_paths` (keys FIGURES); intervals at `ci_level` from `bootstrap_resamples`
+    resamples of the scenes, drawn by a generator seeded with `bootstrap_seed`."""
     missing = [k for k in FIGURES if k not in figure_paths]
     if missing:
         raise KeyError(f"figure_paths lacks {missing} (expected keys {list(FIGURES)})")
@@ -100,15 +115,19 @@ def evaluate_meg_subject(
                "min_pairs": int(min_pairs), "times": [float(t) for t in times_s],
                "random_init_features": random_init, "models": {}}
     for model, fit in fits.items():
-        entry = metrics["models"][model] = model_metrics(fit, times_s, ch_names, nc, n_best_sensors)
-        log.info("%s %s (%s): peak %.0f ms, mean r at peak %.3f, %d best sensors %.3f (cross-fitted); best sensor %s "
-                 "r %.3f at %.0f ms (chosen on the same data: optimistic)", subject, model, fit.scheme,
-                 1e3 * entry["peak_latency_s"], entry["mean_r_at_peak"], n_best_sensors,
-                 entry["best_sensors_r_at_peak"], entry["best_sensor"], entry["best_sensor_r_optimistic"],
+        entry = metrics["models"][model] = model_metrics(
+            fit, times_s, ch_names, nc, n_best_sensors, bootstrap_resamples=bootstrap_resamples, ci_level=ci_level,
+            bootstrap_seed=bootstrap_seed)
+        log.info("%s %s (%s): %d best sensors peak at %.0f ms (%s), r %.3f (%s) (cross-fitted); mean over sensors "
+                 "peaks at %.0f ms, r %.3f; best sensor %s r %.3f at %.0f ms (chosen on the same data: optimistic)",
+                 subject, model, fit.scheme, n_best_sensors, 1e3 * entry["peak_latency_s"],
+                 _interval(entry["peak_latency_s_ci"], 1e3, "ms"), entry["best_sensors_r_at_peak"],
+                 _interval(entry["best_sensors_r_at_peak_ci"]), 1e3 * entry["mean_over_sensors_peak_latency_s"],
+                 entry["mean_r_at_peak"], entry["best_sensor"], entry["best_sensor_r_optimistic"],
                  1e3 * entry["best_sensor_latency_s"])
     if compare and all(m in fits for m in compare):
         a, b = compare
-        metrics[f"{b}_minus_{a}"] = compare_models(fits[a], fits[b], times_s)
+        metrics[f"{b}_minus_{a}"] = compare_models(fits[a], fits[b], times_s, n_best_sensors)
     elif compare:
         log.warning("%s: cannot compare %s (models fitted: %s); %s shows a notice", subject, list(compare),
                     sorted(fits), figure_paths["dual_vs_foveal"])
@@ -127,5 +146,6 @@ def evaluate_meg_subject(
         h5.attrs.update(subject=subject, n_pairs=len(pairs), max_distance_px=float(max_distance_px),
                         min_pairs=int(min_pairs))
 
-    plot_figures(subject, fits, times_s, nc, topo_info, grad_pairs, n_best_sensors, compare, figure_paths)
+    plot_figures(subject, fits, metrics["models"], times_s, nc, topo_info, grad_pairs, n_best_sensors, compare,
+                 figure_paths)
     atomic_write_text(metrics_out, json.dumps(_finite(metrics), indent=2, allow_nan=False))

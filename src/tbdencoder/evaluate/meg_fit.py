@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tbdencoder.evaluate.meg_bootstrap import SceneSums, scene_sums
 from tbdencoder.evaluate.metrics import pearson_r_within_folds
 from tbdencoder.evaluate.training import TrainingCurve, read_training_curves
 
@@ -26,6 +27,7 @@ class MegFit:
     n_fixations: int
     r: np.ndarray  # (ch, t) within-fold r over all folds
     r_halves: np.ndarray  # (2, ch, t) within-fold r over alternate outer folds (1st, 3rd, ... / 2nd, 4th, ...)
+    scene_sums: SceneSums | None = None  # per scene sums of the rows, for the bootstrap over scenes
     block_weight: np.ndarray | None = None  # (ch, t, blocks) for families with block weights (banded ridge)
     block_names: list[str] | None = None
     training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # per outer fold (gradient-trained)
@@ -38,13 +40,14 @@ def _strings(value) -> list[str]:
 def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_names: list[str],
              times_s: np.ndarray) -> MegFit:
     """A fits file's attrs, checked against the epochs' channels and times, and the within-fold r of its
-    predictions with the epochs `data` (n, ch, t) of `fixation_ids`, rows joined by fixation id.
+    predictions with the epochs `data` (n, ch, t) of `fixation_ids`, rows joined by fixation id, and the sums per
+    scene (`scene_id`) behind it, for the bootstrap over scenes.
 
     r is invariant to fit_meg's per-column z-scoring of the targets, so the raw epochs serve as targets.
     """
     path = Path(path)
     with h5py.File(path, "r") as h5:
-        for key in ("prediction", "fold", "fixation_id"):
+        for key in ("prediction", "fold", "fixation_id", "scene_id"):
             if key not in h5:
                 raise KeyError(f"{path}: no dataset {key!r} (expected the fits layout of docs/meg.md)")
         attrs = dict(h5.attrs)
@@ -53,6 +56,7 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
         if missing:
             raise KeyError(f"{path}: missing attrs {missing} (expected the fits layout of docs/meg.md)")
         fit_ids = list(h5["fixation_id"].asstr()[:])
+        scenes = h5["scene_id"].asstr()[:]
         prediction, folds = h5["prediction"][:], h5["fold"][:]
         block_weight = h5["block_weight"][:] if "block_weight" in h5 else None
         block_names = list(h5["feature_blocks"].asstr()[:]) if block_weight is not None else None
@@ -88,4 +92,5 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
                   r=pearson_r_within_folds(prediction, target, folds),
                   r_halves=np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h])
                                      for h in (0, 1)]),
+                  scene_sums=scene_sums(prediction, target, folds, scenes),
                   block_weight=block_weight, block_names=block_names, training_curves=training_curves)

@@ -4,12 +4,17 @@ to the noise ceiling, and one model against another.
 Whatever is chosen by r (a peak latency, the best sensors) is chosen on one half of the outer folds and scored
 on the other, and vice versa (`cross_fit`); the one value still chosen on the same data is named so
 (`best_sensor_r_optimistic`).
+
+The model's peak latency is that of the sensors that carry its signal (`best_sensors_estimate`), with a bootstrap
+interval over scenes (meg_bootstrap); the peak of the mean over all sensors (`peak_index`), most of which may carry
+no signal, is kept for the mean-over-sensors summaries and named so (`mean_over_sensors_peak_latency_s`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tbdencoder.evaluate.meg_bootstrap import bootstrap, percentile_interval
 from tbdencoder.evaluate.meg_fit import MegFit
 from tbdencoder.evaluate.metrics import block_preference
 
@@ -21,13 +26,23 @@ def cross_fit(choose_by: np.ndarray, score_on: np.ndarray, choose, score):
 
 
 def peak_index(r: np.ndarray) -> int:
-    """Time index of the peak of the mean r over sensors."""
+    """Time index of the peak of the mean r over all sensors (the mean-over-sensors peak)."""
     return int(np.argmax(r.mean(0)))
 
 
 def best_sensors(r: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the `n` sensors with the highest peak r over time, best first."""
-    return np.argsort(-r.max(1), kind="stable")[:n]
+    """Indices (..., n) of the `n` sensors of r (..., ch, t) with the highest peak r over time, best first."""
+    return np.argsort(-r.max(-1), axis=-1, kind="stable")[..., :n]
+
+
+def sensors_mean(r: np.ndarray, sensors: np.ndarray) -> np.ndarray:
+    """(..., t) mean of r (..., ch, t) over `sensors` (..., n)."""
+    return np.take_along_axis(r, sensors[..., None], -2).mean(-2)
+
+
+def best_sensors_peak(r: np.ndarray, n: int) -> np.ndarray:
+    """Time index (...) of the peak of the mean of r (..., ch, t) over its own `n` best sensors."""
+    return np.argmax(sensors_mean(r, best_sensors(r, n)), -1)
 
 
 def at_peak(choose_by: np.ndarray, score_on: np.ndarray, score=lambda values, t: values[:, t]):
@@ -38,22 +53,57 @@ def at_peak(choose_by: np.ndarray, score_on: np.ndarray, score=lambda values, t:
 
 def best_sensors_r(choose_by: np.ndarray, score_on: np.ndarray, n: int) -> np.ndarray:
     """Mean over the `n` best sensors of `score_on` (ch, t) over time, the sensors chosen by r on the other half."""
-    return cross_fit(choose_by, score_on, lambda r: best_sensors(r, n), lambda values, best: values[best].mean(0))
+    return cross_fit(choose_by, score_on, lambda r: best_sensors(r, n), sensors_mean)
+
+
+def best_sensors_estimate(r_halves: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The model's r(t) and peak from its `n` best sensors, for r_halves (..., 2, ch, t) (a leading batch of
+    bootstrap resamples or none):
+
+    - `curve` (..., t): mean over the two halves h of the mean r of half h over the sensors chosen on half 1 - h
+      (`best_sensors_r`): the sensor choice adds no optimism;
+    - `peak` (...): time index of the curve's maximum (the latency is read off the curve itself);
+    - `r_at_peak` (...): mean over h of r of half h over the sensors and at the peak of their mean, both chosen
+      on half 1 - h: fully cross-fitted, so not the curve's maximum, which is chosen on the data it scores.
+    """
+    other = best_sensors(r_halves, n)[..., ::-1, :]  # (..., 2, n): for half h, half 1 - h's best sensors
+    curves = sensors_mean(r_halves, other)  # (..., 2, t): half h over the sensors of half 1 - h
+    peak_other = best_sensors_peak(r_halves, n)[..., ::-1]  # (..., 2): for half h, half 1 - h's own peak
+    return {"curve": curves.mean(-2), "peak": np.argmax(curves.mean(-2), -1),
+            "r_at_peak": np.take_along_axis(curves, peak_other[..., None], -1)[..., 0].mean(-1)}
+
+
+def latency_interval(fit: MegFit, times_s: np.ndarray, n_best: int, n_resamples: int, level: float,
+                     seed: int) -> dict:
+    """Percentile intervals at `level` of `best_sensors_estimate` over `n_resamples` scene resamples
+    (meg_bootstrap, seeded by `seed`): `peak_latency_s_ci`, `best_sensors_r_at_peak_ci` ([lo, hi]) and
+    `best_sensors_r_over_time_ci` ([lo (t), hi (t)], pointwise); null without an interval."""
+    draws = bootstrap(fit.scene_sums, lambda halves: best_sensors_estimate(halves, n_best), n_resamples, seed)
+    latency = np.where(np.isfinite(draws["peak"]), times_s[np.nan_to_num(draws["peak"]).astype(int)], np.nan)
+    return {"peak_latency_s_ci": percentile_interval(latency, level).tolist(),
+            "best_sensors_r_at_peak_ci": percentile_interval(draws["r_at_peak"], level).tolist(),
+            "best_sensors_r_over_time_ci": percentile_interval(draws["curve"], level).tolist(),
+            "ci_level": float(level), "bootstrap_resamples": int(n_resamples),
+            "bootstrap_resamples_used": int(np.isfinite(draws["r_at_peak"]).sum())}
 
 
 RELIABLE_FRACTION = 0.1  # share of sensors, those with the highest noise ceiling, in the "reliable" summary
 
 
-def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.ndarray, n_best: int) -> dict:
-    """Peak latency of the mean-over-sensors r, r at the peak, over the `n_best` best sensors and relative to the
-    ceiling, all cross-fitted (`cross_fit`), and the best sensor x time cell chosen on the same data (optimistic).
+def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.ndarray, n_best: int, *,
+                  bootstrap_resamples: int = 1000, ci_level: float = 0.95, bootstrap_seed: int = 0) -> dict:
+    """The model's peak latency and r at the peak from its `n_best` best sensors (`best_sensors_estimate`) with
+    bootstrap intervals over scenes (`latency_interval`); the mean over all sensors over time and at its own
+    peak (`mean_over_sensors_peak_latency_s`), over the `n_best` best sensors and relative to the ceiling, all
+    cross-fitted (`cross_fit`), and the best sensor x time cell chosen on the same data (optimistic).
 
-    `mean_r_at_peak_reliable_sensors`: mean r at the peak over the RELIABLE_FRACTION of sensors with the
-    highest noise ceiling there (chosen from the data's repeats, not from r).
+    `mean_r_at_peak_reliable_sensors`: mean r at the mean-over-sensors peak over the RELIABLE_FRACTION of sensors
+    with the highest noise ceiling there (chosen from the data's repeats, not from r).
     """
     mean_r = fit.r.mean(0)
     peak = peak_index(fit.r)
     halves = fit.r_halves
+    best = best_sensors_estimate(halves, n_best)
     sensor, time = np.unravel_index(int(np.argmax(fit.r)), fit.r.shape)
     has_nc = bool(np.isfinite(nc).any())
     mean_nc = np.nanmean(nc, 0) if has_nc else np.full(len(times_s), np.nan)
@@ -67,12 +117,14 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
         "scheme": fit.scheme,
         "streams": fit.streams,
         "n_fixations": fit.n_fixations,
-        "peak_latency_s": float(times_s[peak]),
+        "peak_latency_s": float(times_s[best["peak"]]),
+        "n_best_sensors": n_best,
+        "best_sensors_r_at_peak": float(best["r_at_peak"]),
+        "best_sensors_r_over_time": [float(v) for v in best["curve"]],
+        **latency_interval(fit, times_s, n_best, bootstrap_resamples, ci_level, bootstrap_seed),
+        "mean_over_sensors_peak_latency_s": float(times_s[peak]),
         "mean_r_at_peak": float(at_peak(halves, halves).mean()),
         "mean_r_over_time": [float(v) for v in mean_r],
-        "n_best_sensors": n_best,
-        "best_sensors_r_at_peak": float(cross_fit(halves, halves, lambda r: (best_sensors(r, n_best), peak_index(r)),
-                                                  lambda r, chosen: r[chosen].mean())),
         "best_sensor": ch_names[sensor],
         "best_sensor_r_optimistic": float(fit.r[sensor, time]),
         "best_sensor_latency_s": float(times_s[time]),
@@ -83,16 +135,22 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
                                                  if has_nc else np.nan),
         "n_reliable_sensors": n_reliable,
     }
-    if fit.block_weight is not None:  # each sensor's preferred block (layer, stream) at the peak latency
+    if fit.block_weight is not None:  # each sensor's preferred block (layer, stream) at the mean-over-sensors peak
         metrics["block_weights_at_peak"] = block_preference(fit.block_weight[:, peak], fit.block_names)
     return metrics
 
 
-def compare_models(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray) -> dict:
-    """b - a: mean over sensors at a's peak latency (cross-fitted), and the fraction of sensor x time cells
-    where b > a."""
+def delta_at_reference_peak(fit_a: MegFit, delta_halves: np.ndarray, n_best: int) -> np.ndarray:
+    """(ch,) delta r (2, ch, t) at a's peak, cross-fitted: per half, at the peak of a's own `n_best` best sensors
+    on the other half (`best_sensors_peak`)."""
+    return cross_fit(fit_a.r_halves, delta_halves, lambda r: best_sensors_peak(r, n_best), lambda d, t: d[:, t])
+
+
+def compare_models(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, n_best: int) -> dict:
+    """b - a: mean over sensors at a's peak latency (that of a's `n_best` best sensors, `best_sensors_estimate`;
+    the delta cross-fitted, `delta_at_reference_peak`), and the fraction of sensor x time cells where b > a."""
     return {
-        "reference_latency_s": float(times_s[peak_index(fit_a.r)]),
-        "mean_delta_r_at_peak": float(at_peak(fit_a.r_halves, fit_b.r_halves - fit_a.r_halves).mean()),
+        "reference_latency_s": float(times_s[best_sensors_estimate(fit_a.r_halves, n_best)["peak"]]),
+        "mean_delta_r_at_peak": float(delta_at_reference_peak(fit_a, fit_b.r_halves - fit_a.r_halves, n_best).mean()),
         "fraction_cells_improved": float((fit_b.r > fit_a.r).mean()),
     }

@@ -17,7 +17,13 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tbdencoder.evaluate.meg_fit import MegFit  # noqa: E402
-from tbdencoder.evaluate.meg_metrics import at_peak, best_sensors_r, peak_index  # noqa: E402
+from tbdencoder.evaluate.meg_metrics import (  # noqa: E402
+    at_peak,
+    best_sensors_estimate,
+    best_sensors_r,
+    delta_at_reference_peak,
+    peak_index,
+)
 from tbdencoder.evaluate.metrics import preferred_block_fractions  # noqa: E402
 from tbdencoder.evaluate.plots import (  # noqa: E402
     NO_BLOCK_WEIGHTS,
@@ -32,13 +38,13 @@ PLANAR_COIL_TYPES = {3011, 3012, 3013, 3014, 3015}  # FIFFV_COIL_VV_PLANAR_*
 RANDOM_INIT_NOTE = "(features from a RANDOM-INIT network)"
 
 
-def plot_figures(subject: str, fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, topo_info: mne.Info,
-                 grad_pairs: np.ndarray, n_best: int, compare: tuple[str, str] | None,
-                 figure_paths: dict[str, Path]) -> None:
-    """Write every figure of FIGURES to `figure_paths`; `dual_vs_foveal` compares the models `compare`
-    (reference, other), or says why it cannot."""
+def plot_figures(subject: str, fits: dict[str, MegFit], metrics: dict[str, dict], times_s: np.ndarray,
+                 nc: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray, n_best: int,
+                 compare: tuple[str, str] | None, figure_paths: dict[str, Path]) -> None:
+    """Write every figure of FIGURES to `figure_paths`; `metrics`: each model's meg_metrics.model_metrics;
+    `dual_vs_foveal` compares the models `compare` (reference, other), or says why it cannot."""
     title = _title(subject, fits, any(f.random_init_features for f in fits.values()))
-    plot_r_time(fits, times_s, nc, n_best, title, figure_paths["r_time"])
+    plot_r_time(fits, metrics, times_s, nc, n_best, title, figure_paths["r_time"])
     plot_topomaps(fits, times_s, topo_info, grad_pairs, title, figure_paths["topomap"])
     if compare and all(m in fits for m in compare):
         plot_comparison(fits[compare[0]], fits[compare[1]], times_s, topo_info, grad_pairs, n_best, title,
@@ -83,40 +89,62 @@ def _title(subject: str, fits: dict[str, MegFit], random_init: bool) -> str:
     return f"{title} {RANDOM_INIT_NOTE}" if random_init else title
 
 
-def plot_r_time(fits: dict[str, MegFit], times_s: np.ndarray, nc: np.ndarray, n_best: int, title: str,
-                out_path: str | Path) -> None:
-    """Left: r over time, mean over sensors (noise ceiling shaded), each model's peak marked.
-    Right: mean of each model's `n_best` sensors, chosen on the other half of the folds (dotted: their mean
-    noise ceiling)."""
+def plot_r_time(fits: dict[str, MegFit], metrics: dict[str, dict], times_s: np.ndarray, nc: np.ndarray, n_best: int,
+                title: str, out_path: str | Path) -> None:
+    """Left: the model's r(t), mean of its `n_best` sensors chosen on the other half of the folds, with its
+    pointwise bootstrap band over scenes (shaded), its peak latency and that latency's interval (dotted: the
+    sensors' mean noise ceiling). Right: r over time, mean over all sensors (noise ceiling shaded), each model's
+    mean-over-sensors peak marked."""
     times_ms = 1e3 * times_s
     has_nc = bool(np.isfinite(nc).any())
-    fig, (ax_mean, ax_best) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, (ax_best, ax_mean) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     if has_nc:
         ax_mean.fill_between(times_ms, 0, np.nanmean(nc, 0), color="0.85", label="noise ceiling")
     for i, (model, fit) in enumerate(fits.items()):
-        color = f"C{i}"
+        color, entry = f"C{i}", metrics[model]
+        _plot_best_sensors(ax_best, times_ms, entry, color, model, i)
+        if has_nc:
+            ax_best.plot(times_ms, best_sensors_r(fit.r_halves, np.stack([nc, nc]), n_best), color=color,
+                         linestyle=":", linewidth=1)
         mean_r = fit.r.mean(0)
         peak = peak_index(fit.r)
         ax_mean.plot(times_ms, mean_r, color=color, label=model)
         ax_mean.axvline(times_ms[peak], color=color, linestyle="--", linewidth=0.8)
         ax_mean.annotate(f"{times_ms[peak]:.0f} ms", (times_ms[peak], mean_r[peak]), xytext=(4, 4 + 10 * i),
                          textcoords="offset points", color=color, fontsize="small")
-        ax_best.plot(times_ms, best_sensors_r(fit.r_halves, fit.r_halves, n_best), color=color, label=model)
-        if has_nc:
-            ax_best.plot(times_ms, best_sensors_r(fit.r_halves, np.stack([nc, nc]), n_best), color=color,
-                         linestyle=":", linewidth=1)
-    ax_mean.set_title("mean over sensors")
-    ax_best.set_title(f"mean of each model's {n_best} best sensors, chosen on the other half of the folds"
-                      + ("\n(dotted: their ceiling)" if has_nc else ""), fontsize="medium")
-    for ax in (ax_mean, ax_best):
+    level = next(iter(metrics.values()))["ci_level"]
+    ax_best.set_title(f"mean of each model's {n_best} best sensors, chosen on the other half of the folds\n"
+                      f"(shaded: {100 * level:.0f}% bootstrap band over scenes; bar: the peak's interval"
+                      + ("; dotted: their ceiling)" if has_nc else ")"), fontsize="medium")
+    ax_mean.set_title("mean over all sensors (its own peak marked)")
+    for ax in (ax_best, ax_mean):
         ax.axhline(0, color="black", linewidth=0.5)
         ax.axvline(0, color="0.5", linewidth=0.5)
         ax.set_xlabel("time from fixation onset (ms)")
-    ax_mean.set_ylabel("Pearson r")
-    ax_mean.legend(fontsize="small")
+    ax_best.set_ylabel("Pearson r")
+    ax_best.legend(fontsize="small")
     suptitle(fig, title)
     fig.tight_layout()
     save_figure(fig, out_path, title)
+
+
+def _plot_best_sensors(ax, times_ms: np.ndarray, entry: dict, color: str, model: str, i: int) -> None:
+    """One model's best-sensors curve, its bootstrap band, its peak and the peak's interval (a bar at the peak's
+    r; none where the metrics have no interval)."""
+    curve = np.asarray(entry["best_sensors_r_over_time"])
+    band = np.asarray(entry["best_sensors_r_over_time_ci"], dtype=np.float64)
+    peak_ms, r_peak = 1e3 * entry["peak_latency_s"], entry["best_sensors_r_at_peak"]
+    interval = np.asarray(entry["peak_latency_s_ci"], dtype=np.float64) * 1e3
+    ax.plot(times_ms, curve, color=color, label=model)
+    if np.isfinite(band).all():
+        ax.fill_between(times_ms, band[0], band[1], color=color, alpha=0.2, linewidth=0)
+    ax.axvline(peak_ms, color=color, linestyle="--", linewidth=0.8)
+    label = f"{peak_ms:.0f} ms"
+    if np.isfinite(interval).all():
+        ax.plot(interval, [r_peak, r_peak], color=color, linewidth=3, solid_capstyle="butt")
+        label += f" [{interval[0]:.0f}, {interval[1]:.0f}]"
+    ax.annotate(label, (peak_ms, r_peak), xytext=(4, 4 + 10 * i), textcoords="offset points", color=color,
+                fontsize="small")
 
 
 def _topomap(ax, values_per_pair: np.ndarray, topo_info: mne.Info, vlim: float | tuple[float, float],
@@ -133,15 +161,16 @@ def _pair_mean(values: np.ndarray, grad_pairs: np.ndarray) -> np.ndarray:
 
 def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
                   title: str, out_path: str | Path) -> None:
-    """r (mean of each gradiometer pair) at each model's peak latency (cross-fitted: the map of each fold half at
-    the peak of the other half), one panel per model, shared scale."""
+    """r (mean of each gradiometer pair) at each model's mean-over-sensors peak latency (cross-fitted: the map of
+    each fold half at the peak of the other half), one panel per model, shared scale."""
     maps = {model: at_peak(fit.r_halves, fit.r_halves) for model, fit in fits.items()}
     vlim = max(float(np.abs(_pair_mean(m, grad_pairs)).max()) for m in maps.values()) or 1.0
     fig, axes = plt.subplots(1, len(maps), figsize=(3.4 * len(maps) + 1, 3.8), squeeze=False)
     for ax, (model, values) in zip(axes[0], maps.items()):
         im = _topomap(ax, _pair_mean(values, grad_pairs), topo_info, vlim)
         latency_ms = 1e3 * times_s[peak_index(fits[model].r)]
-        ax.set_title(f"{model}\n{latency_ms:.0f} ms, mean r {values.mean():.3f}", fontsize="small")
+        ax.set_title(f"{model}\n{latency_ms:.0f} ms (mean-over-sensors peak), mean r {values.mean():.3f}",
+                     fontsize="small")
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8,
                  label="Pearson r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
     suptitle(fig, title)
@@ -150,11 +179,12 @@ def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.I
 
 def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
                     n_best: int, title: str, out_path: str | Path) -> None:
-    """delta r = b - a over time (mean over sensors and over a's `n_best` sensors), and its topomap at a's peak;
-    a's best sensors and peak are chosen on the other half of the folds."""
+    """delta r = b - a over time (mean over sensors and over a's `n_best` sensors), and its topomap at a's peak
+    (that of its `n_best` best sensors, as `compare_models`); a's best sensors and peak are chosen on the other
+    half of the folds."""
     times_ms = 1e3 * times_s
     delta_halves = fit_b.r_halves - fit_a.r_halves
-    peak = peak_index(fit_a.r)
+    peak = int(best_sensors_estimate(fit_a.r_halves, n_best)["peak"])
     fig, (ax_time, ax_map) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.8, 1]})
     ax_time.plot(times_ms, (fit_b.r - fit_a.r).mean(0), color="C0", label="mean over sensors")
     ax_time.plot(times_ms, best_sensors_r(fit_a.r_halves, delta_halves, n_best), color="C1",
@@ -166,7 +196,7 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     ax_time.set_xlabel("time from fixation onset (ms)")
     ax_time.set_ylabel(f"delta r ({fit_b.model} - {fit_a.model})")
     ax_time.legend(fontsize="small")
-    values = _pair_mean(at_peak(fit_a.r_halves, delta_halves), grad_pairs)
+    values = _pair_mean(delta_at_reference_peak(fit_a, delta_halves, n_best), grad_pairs)
     im = _topomap(ax_map, values, topo_info, float(np.abs(values).max()) or 1.0)
     ax_map.set_title(f"delta r at {times_ms[peak]:.0f} ms", fontsize="small")
     fig.colorbar(im, ax=ax_map, shrink=0.8,
