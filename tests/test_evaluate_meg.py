@@ -312,7 +312,8 @@ def test_block_weights_at_peak_by_hand(synthetic):
 
 
 def test_block_weight_maps_by_hand():
-    """Two gradiometer pairs x 3 times x 2 blocks: the maps at the peak of the mean r, each pair's mean."""
+    """Two gradiometer pairs x 3 times x 2 blocks: the maps at the model's peak (of its 4 best sensors: all, whose
+    mean peaks at t 1; its 2 best alone peak at t 2), each pair's mean."""
     r = np.array([[0.1, 0.3, 0.2], [0.0, 0.2, 0.4], [0.1, 0.1, 0.0], [0.2, 0.2, 0.0]])  # mean over sensors peaks at t 1
     weight = np.zeros((4, 3, 2))
     weight[..., 0] = 1.0  # block 0 everywhere but at t 1:
@@ -320,7 +321,8 @@ def test_block_weight_maps_by_hand():
     fit = MegFit(path=None, model="banded", scheme="scene_cv", streams=["foveal"], subject="sub-01",
                  random_init_features=False, n_fixations=10, r=r, r_halves=np.stack([r, r]), block_weight=weight,
                  block_names=BLOCKS)
-    peak, pair_weight, preferred = block_weight_maps(fit, np.array([[0, 1], [2, 3]]))
+    assert block_weight_maps(fit, np.array([[0, 1], [2, 3]]), 2)[0] == 2
+    peak, pair_weight, preferred = block_weight_maps(fit, np.array([[0, 1], [2, 3]]), 4)
     assert peak == 1
     np.testing.assert_allclose(pair_weight, [[0.6, 0.4], [0.3, 0.7]])
     np.testing.assert_allclose(preferred, [0.25, 0.75])

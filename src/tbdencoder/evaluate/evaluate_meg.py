@@ -12,7 +12,7 @@ n_best_sensors, best_sensors_r_at_peak, best_sensors_r_over_time, peak_latency_s
 ([lo, hi]), best_sensors_r_over_time_ci ([lo (t), hi (t)]), ci_level, bootstrap_resamples, bootstrap_resamples_used,
 mean_over_sensors_peak_latency_s, mean_r_at_peak, mean_r_over_time, best_sensor, best_sensor_r_optimistic,
 best_sensor_latency_s, median_noise_ceiling_at_peak, mean_r_at_peak_over_nc, mean_r_at_peak_reliable_sensors,
-n_reliable_sensors (the *_at_peak means over sensors: at the mean-over-sensors peak), and for models with block
+n_reliable_sensors (every *_at_peak value at the model's peak, cross-fitted), and for models with block
 weights (banded ridge) block_weights_at_peak: {preferred: {block: fraction of sensors}, mean_weight: {block: ...}}}},
 <b>_minus_<a> (for compare = (a, b), when both fitted): {reference_latency_s, mean_delta_r_at_peak,
 fraction_cells_improved}}. Undefined values (no noise ceiling) are null.

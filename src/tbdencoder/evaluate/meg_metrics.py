@@ -45,10 +45,11 @@ def best_sensors_peak(r: np.ndarray, n: int) -> np.ndarray:
     return np.argmax(sensors_mean(r, best_sensors(r, n)), -1)
 
 
-def at_peak(choose_by: np.ndarray, score_on: np.ndarray, score=lambda values, t: values[:, t]):
-    """score(values, t) (default: the sensor map at t) at the peak t of the mean r over sensors, cross-fitted:
-    t is chosen on one half of `choose_by` (2, ch, t) and the values are taken from the other half of `score_on`."""
-    return cross_fit(choose_by, score_on, peak_index, score)
+def at_peak(choose_by: np.ndarray, score_on: np.ndarray, n_best: int, score=lambda values, t: values[:, t]):
+    """score(values, t) (default: the sensor map at t) at the model's peak t, that of its `n_best` best sensors
+    (`best_sensors_peak`), cross-fitted: t is chosen on one half of `choose_by` (2, ch, t) and the values are taken
+    from the other half of `score_on`."""
+    return cross_fit(choose_by, score_on, lambda r: best_sensors_peak(r, n_best), score)
 
 
 def best_sensors_r(choose_by: np.ndarray, score_on: np.ndarray, n: int) -> np.ndarray:
@@ -97,8 +98,9 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
     peak (`mean_over_sensors_peak_latency_s`), over the `n_best` best sensors and relative to the ceiling, all
     cross-fitted (`cross_fit`), and the best sensor x time cell chosen on the same data (optimistic).
 
-    `mean_r_at_peak_reliable_sensors`: mean r at the mean-over-sensors peak over the RELIABLE_FRACTION of sensors
-    with the highest noise ceiling there (chosen from the data's repeats, not from r).
+    Every `*_at_peak` value is taken at the model's peak (`at_peak`: that of its best sensors, chosen on the other
+    half of the folds). `mean_r_at_peak_reliable_sensors`: mean r there over the RELIABLE_FRACTION of sensors with
+    the highest noise ceiling (chosen from the data's repeats, not from r).
     """
     mean_r = fit.r.mean(0)
     peak = peak_index(fit.r)
@@ -123,34 +125,28 @@ def model_metrics(fit: MegFit, times_s: np.ndarray, ch_names: list[str], nc: np.
         "best_sensors_r_over_time": [float(v) for v in best["curve"]],
         **latency_interval(fit, times_s, n_best, bootstrap_resamples, ci_level, bootstrap_seed),
         "mean_over_sensors_peak_latency_s": float(times_s[peak]),
-        "mean_r_at_peak": float(at_peak(halves, halves).mean()),
+        "mean_r_at_peak": float(at_peak(halves, halves, n_best).mean()),
         "mean_r_over_time": [float(v) for v in mean_r],
         "best_sensor": ch_names[sensor],
         "best_sensor_r_optimistic": float(fit.r[sensor, time]),
         "best_sensor_latency_s": float(times_s[time]),
-        "median_noise_ceiling_at_peak": float(np.nanmedian(nc[:, peak])) if has_nc else np.nan,
+        "median_noise_ceiling_at_peak": float(np.nanmedian(nc[:, best["peak"]])) if has_nc else np.nan,
         # ratio of means over sensors at the peak: the fraction of the ceiling the model reaches
-        "mean_r_at_peak_over_nc": float(at_peak(halves, halves, lambda r, t: r[:, t].mean() / mean_nc[t])),
-        "mean_r_at_peak_reliable_sensors": float(at_peak(halves, halves, lambda r, t: r[reliable(t), t].mean())
-                                                 if has_nc else np.nan),
+        "mean_r_at_peak_over_nc": float(at_peak(halves, halves, n_best, lambda r, t: r[:, t].mean() / mean_nc[t])),
+        "mean_r_at_peak_reliable_sensors": float(at_peak(halves, halves, n_best,
+                                                         lambda r, t: r[reliable(t), t].mean()) if has_nc else np.nan),
         "n_reliable_sensors": n_reliable,
     }
-    if fit.block_weight is not None:  # each sensor's preferred block (layer, stream) at the mean-over-sensors peak
-        metrics["block_weights_at_peak"] = block_preference(fit.block_weight[:, peak], fit.block_names)
+    if fit.block_weight is not None:  # each sensor's preferred block (layer, stream) at the model's peak
+        metrics["block_weights_at_peak"] = block_preference(fit.block_weight[:, best["peak"]], fit.block_names)
     return metrics
-
-
-def delta_at_reference_peak(fit_a: MegFit, delta_halves: np.ndarray, n_best: int) -> np.ndarray:
-    """(ch,) delta r (2, ch, t) at a's peak, cross-fitted: per half, at the peak of a's own `n_best` best sensors
-    on the other half (`best_sensors_peak`)."""
-    return cross_fit(fit_a.r_halves, delta_halves, lambda r: best_sensors_peak(r, n_best), lambda d, t: d[:, t])
 
 
 def compare_models(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, n_best: int) -> dict:
     """b - a: mean over sensors at a's peak latency (that of a's `n_best` best sensors, `best_sensors_estimate`;
-    the delta cross-fitted, `delta_at_reference_peak`), and the fraction of sensor x time cells where b > a."""
+    the delta cross-fitted, `at_peak`), and the fraction of sensor x time cells where b > a."""
     return {
         "reference_latency_s": float(times_s[best_sensors_estimate(fit_a.r_halves, n_best)["peak"]]),
-        "mean_delta_r_at_peak": float(delta_at_reference_peak(fit_a, fit_b.r_halves - fit_a.r_halves, n_best).mean()),
+        "mean_delta_r_at_peak": float(at_peak(fit_a.r_halves, fit_b.r_halves - fit_a.r_halves, n_best).mean()),
         "fraction_cells_improved": float((fit_b.r > fit_a.r).mean()),
     }

@@ -21,7 +21,6 @@ from tbdencoder.evaluate.meg_metrics import (  # noqa: E402
     at_peak,
     best_sensors_estimate,
     best_sensors_r,
-    delta_at_reference_peak,
     peak_index,
 )
 from tbdencoder.evaluate.metrics import preferred_block_fractions  # noqa: E402
@@ -45,14 +44,14 @@ def plot_figures(subject: str, fits: dict[str, MegFit], metrics: dict[str, dict]
     `dual_vs_foveal` compares the models `compare` (reference, other), or says why it cannot."""
     title = _title(subject, fits, any(f.random_init_features for f in fits.values()))
     plot_r_time(fits, metrics, times_s, nc, n_best, title, figure_paths["r_time"])
-    plot_topomaps(fits, times_s, topo_info, grad_pairs, title, figure_paths["topomap"])
+    plot_topomaps(fits, times_s, topo_info, grad_pairs, n_best, title, figure_paths["topomap"])
     if compare and all(m in fits for m in compare):
         plot_comparison(fits[compare[0]], fits[compare[1]], times_s, topo_info, grad_pairs, n_best, title,
                         figure_paths["dual_vs_foveal"])
     else:
         reason = f"needs models {list(compare)}, fitted {sorted(fits)}" if compare else "none requested"
         plot_notice(f"{title}\nno model comparison: {reason}", figure_paths["dual_vs_foveal"])
-    plot_preferred_block(fits, times_s, topo_info, grad_pairs, title, figure_paths["preferred_block"])
+    plot_preferred_block(fits, times_s, topo_info, grad_pairs, n_best, title, figure_paths["preferred_block"])
     plot_training_curves({model: fit.training_curves for model, fit in fits.items() if fit.training_curves}, title,
                          figure_paths["training"])
 
@@ -160,16 +159,16 @@ def _pair_mean(values: np.ndarray, grad_pairs: np.ndarray) -> np.ndarray:
 
 
 def plot_topomaps(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
-                  title: str, out_path: str | Path) -> None:
-    """r (mean of each gradiometer pair) at each model's mean-over-sensors peak latency (cross-fitted: the map of
-    each fold half at the peak of the other half), one panel per model, shared scale."""
-    maps = {model: at_peak(fit.r_halves, fit.r_halves) for model, fit in fits.items()}
+                  n_best: int, title: str, out_path: str | Path) -> None:
+    """r (mean of each gradiometer pair) at each model's peak, that of its `n_best` best sensors (cross-fitted: the
+    map of each fold half at the peak of the other half), one panel per model, shared scale."""
+    maps = {model: at_peak(fit.r_halves, fit.r_halves, n_best) for model, fit in fits.items()}
     vlim = max(float(np.abs(_pair_mean(m, grad_pairs)).max()) for m in maps.values()) or 1.0
     fig, axes = plt.subplots(1, len(maps), figsize=(3.4 * len(maps) + 1, 3.8), squeeze=False)
     for ax, (model, values) in zip(axes[0], maps.items()):
         im = _topomap(ax, _pair_mean(values, grad_pairs), topo_info, vlim)
-        latency_ms = 1e3 * times_s[peak_index(fits[model].r)]
-        ax.set_title(f"{model}\n{latency_ms:.0f} ms (mean-over-sensors peak), mean r {values.mean():.3f}",
+        latency_ms = 1e3 * times_s[int(best_sensors_estimate(fits[model].r_halves, n_best)["peak"])]
+        ax.set_title(f"{model}\n{latency_ms:.0f} ms ({n_best} best sensors' peak), mean r {values.mean():.3f}",
                      fontsize="small")
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8,
                  label="Pearson r (gradiometer pair mean)\nat the peak chosen on the other half of the folds")
@@ -196,7 +195,7 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     ax_time.set_xlabel("time from fixation onset (ms)")
     ax_time.set_ylabel(f"delta r ({fit_b.model} - {fit_a.model})")
     ax_time.legend(fontsize="small")
-    values = _pair_mean(delta_at_reference_peak(fit_a, delta_halves, n_best), grad_pairs)
+    values = _pair_mean(at_peak(fit_a.r_halves, delta_halves, n_best), grad_pairs)
     im = _topomap(ax_map, values, topo_info, float(np.abs(values).max()) or 1.0)
     ax_map.set_title(f"delta r at {times_ms[peak]:.0f} ms", fontsize="small")
     fig.colorbar(im, ax=ax_map, shrink=0.8,
@@ -205,17 +204,17 @@ def plot_comparison(fit_a: MegFit, fit_b: MegFit, times_s: np.ndarray, topo_info
     save_figure(fig, out_path, title)
 
 
-def block_weight_maps(fit: MegFit, grad_pairs: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+def block_weight_maps(fit: MegFit, grad_pairs: np.ndarray, n_best: int) -> tuple[int, np.ndarray, np.ndarray]:
     """(peak time index, block weights there per gradiometer pair (pairs, blocks) (mean of the pair),
     fraction of sensors whose largest weight each block has there (blocks,)) of a fit with block weights; the
-    peak is that of the mean r over sensors over all folds, as in its `block_weights_at_peak` metric."""
-    peak = peak_index(fit.r)
+    peak is the model's (its `n_best` best sensors'), as in its `block_weights_at_peak` metric."""
+    peak = int(best_sensors_estimate(fit.r_halves, n_best)["peak"])
     weight = fit.block_weight[:, peak]  # (ch, blocks)
     return peak, _pair_mean(weight, grad_pairs), preferred_block_fractions(weight)
 
 
 def plot_preferred_block(fits: dict[str, MegFit], times_s: np.ndarray, topo_info: mne.Info, grad_pairs: np.ndarray,
-                         title: str, out_path: str | Path) -> None:
+                         n_best: int, title: str, out_path: str | Path) -> None:
     """One row per model with block weights (banded ridge): at the model's peak latency (the time of its
     `block_weights_at_peak` metric) one topomap per block of that block's weight (mean of each gradiometer pair),
     shared scale from 0; each panel names the fraction of sensors whose largest weight the block has there.
@@ -224,7 +223,7 @@ def plot_preferred_block(fits: dict[str, MegFit], times_s: np.ndarray, topo_info
     if not banded:
         plot_notice(f"{title}\n{NO_BLOCK_WEIGHTS}", out_path)
         return
-    maps = {model: block_weight_maps(fit, grad_pairs) for model, fit in banded.items()}
+    maps = {model: block_weight_maps(fit, grad_pairs, n_best) for model, fit in banded.items()}
     vmax = max(float(pair_weight.max()) for _, pair_weight, _ in maps.values()) or 1.0
     n_cols = max(len(fit.block_names) for fit in banded.values())
     fig, axes = plt.subplots(len(banded), n_cols, figsize=(2.9 * n_cols + 1.6, 3.1 * len(banded) + 0.6),
@@ -239,6 +238,6 @@ def plot_preferred_block(fits: dict[str, MegFit], times_s: np.ndarray, topo_info
         for ax in row[len(names):]:
             ax.set_axis_off()
     fig.colorbar(im, ax=list(axes.ravel()), shrink=0.8,
-                 label="block weight (gradiometer pair mean)\nat the model's peak latency (all folds)")
+                 label="block weight (gradiometer pair mean)\nat the model's peak latency")
     suptitle(fig, title)
     save_figure(fig, out_path, title)
