@@ -31,6 +31,7 @@ TINY = {
     "banded_ridge": {"n_gammas": 3},
     "mlp": {"hidden_units": 8, "max_epochs": 6, "patience": 3, "batch_size": 16},
     "pca_linear": {"n_components": 4},
+    "subject_adapters": {"rank": 2, "max_epochs": 6, "patience": 3, "batch_size": 16},
 }
 FMRI_FIT = {"backbone": "toy", "layers": [1], "tokens": ["global", "grid"], "alphas": [0.1, 10.0, 1000.0],
             "cv_folds": 3, "seed": 0}
@@ -42,6 +43,11 @@ def test_every_registered_family_has_tiny_settings_and_a_schema_entry():
     families = {name for name, cls in FAMILIES.items() if cls.__module__.startswith("tbdencoder.")}
     assert families == set(TINY), "give each family tiny settings here"
     assert families == set(load_schema()["$defs"]["families"])
+
+
+def _of_subject(family: str, targets: dict, subject: str) -> dict:
+    """The targets' metadata of `subject`: a family fitted on several subjects at once gets it per subject."""
+    return targets[subject] if getattr(FAMILIES[family], "many_subjects", False) else targets
 
 
 class Spy:
@@ -108,7 +114,7 @@ def test_fmri_fit_has_the_layout_reloads_and_passes_targets(family, fmri_problem
         stored = h5["test_prediction"][:]
     # the driver gave the family the targets' metadata, in fit and in predict
     for call in ("fit", "predict"):
-        targets = spy.seen(call, "targets")[0]
+        targets = _of_subject(family, spy.seen(call, "targets")[0], "subj01")
         assert targets["hemisphere"] == "lh" and targets["roi"]["streams"].shape == (n_vertices,)
         assert targets["positions"].shape == (n_vertices, 3)
     reloaded = load_fitted(out, device="cpu").predict(features, test_ids)
@@ -139,7 +145,7 @@ def test_meg_fit_has_the_layout_reloads_and_passes_targets(family, meg_problem, 
         assert all(f"folds/{k}/state" in h5 for k in range(4)) and h5.attrs["n_folds"] == 4
         stored = h5["prediction"][:]
     for call in ("fit", "predict"):
-        targets = spy.seen(call, "targets")[0]
+        targets = _of_subject(family, spy.seen(call, "targets")[0], "sub-01")
         assert targets["sensor_positions"].shape == (n_channels, 3) and len(targets["ch_names"]) == n_channels
         np.testing.assert_array_equal(targets["target_channel"][: n_times + 1], [0] * n_times + [1])
     assert {tuple(np.unique(s)) for s in spy.seen("fit", "subjects")} == {("sub-01",)}
@@ -147,11 +153,12 @@ def test_meg_fit_has_the_layout_reloads_and_passes_targets(family, meg_problem, 
     np.testing.assert_allclose(fitted.fold_predictions(), stored, rtol=1e-4, atol=1e-4 * np.abs(stored).max())
 
 
-def test_a_heldout_subject_fit_reloads_and_predicts_new_fixations(meg_problem, tmp_path):
+@pytest.mark.parametrize("family", ["ridge", "subject_adapters"])  # pooled, and a model of subjects (a new one)
+def test_a_heldout_subject_fit_reloads_and_predicts_new_fixations(meg_problem, tmp_path, family):
     (e1, f1, _), (e2, f2, _), (epochs, features, _) = meg_problem
     out = tmp_path / "heldout.h5"
     fit_meg.fit_meg_heldout([e1, e2], [f1, f2], epochs, features, out, model_name="m",
-                            spec={**_meg_spec("ridge"), "outer_folds": 3}, device="cpu")
+                            spec={**_meg_spec(family), "outer_folds": 3}, device="cpu")
     fitted = fit_meg.load_fitted_meg(out, device="cpu")
     with h5py.File(out) as h5:
         np.testing.assert_allclose(fitted.fold_predictions(), h5["prediction"][:], rtol=1e-4, atol=1e-5)

@@ -32,11 +32,11 @@ class SharedOffset:
     def predict(self, X, *, subjects, targets):
         return {s: np.tile(self.means_[s] + self.shared_, ((subjects == s).sum(), 1)) for s in self.means_}
 
-    def state(self):
-        return {s: {"mean": m} for s, m in self.means_.items()}
+    def subject_state(self, subject, targets=None):
+        return {"mean": self.means_[subject]}
 
-    def artifacts(self):
-        return {s: {"shared": np.array(self.shared_)} for s in self.means_}
+    def subject_artifacts(self, subject, targets=None):
+        return {"shared": np.array(self.shared_)}
 
 
 @pytest.fixture

@@ -86,16 +86,33 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
     for index, fold in enumerate(folds):
         train = pool.take(fold.train)
         checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{index}.pt"
-        model = build_encoder(spec, device, checkpoint, from_fits).fit(train.X, train.Y, groups=train.groups,
-                                                            subjects=train.subjects, targets=targets)
+        model = build_encoder(spec, device, checkpoint, from_fits)
         rows = target.take(fold.predict)
-        prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects, targets=targets)
+        if getattr(model, "many_subjects", False):
+            prediction[fold.predict], state, arrays = _fit_subjects_fold(model, train, rows, targets)
+        else:
+            model.fit(train.X, train.Y, groups=train.groups, subjects=train.subjects, targets=targets)
+            prediction[fold.predict] = model.predict(rows.X, subjects=rows.subjects, targets=targets)
+            state, arrays = model.state(), model.artifacts() if hasattr(model, "artifacts") else {}
         row_fold[fold.predict] = index
-        states.append(model.state())
-        artifacts.append(model.artifacts() if hasattr(model, "artifacts") else {})
+        states.append(state)
+        artifacts.append(arrays)
         log.info("%s fold %d/%d: %s fitted on %d rows (%d left out), predicted %d rows", label, index + 1, len(folds),
                  spec["family"], int(fold.train.sum()), int((~fold.train).sum()), len(fold.predict))
     return FoldFits(prediction, row_fold, states, artifacts)
+
+
+def _fit_subjects_fold(model, train: Rows, rows: Rows, targets: dict[str, Any] | None):
+    """A fold of a family fitted on several subjects at once: fit on the pool's subjects (targets per subject,
+    here all of one shape, MEG's), predict the fold's rows, which are one subject's (the pool's own, or a new
+    one); that subject's state and artifacts."""
+    (subject,) = set(rows.subjects)
+    names = list(dict.fromkeys(train.subjects))
+    per_subject = {s: targets for s in {*names, subject}}
+    model.fit(train.X, {s: train.Y[train.subjects == s] for s in names}, groups=train.groups,
+              subjects=train.subjects, targets=per_subject)
+    prediction = model.predict(rows.X, subjects=rows.subjects, targets=per_subject)[subject]
+    return prediction, model.subject_state(subject, targets), model.subject_artifacts(subject, targets)
 
 
 def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str, Rows],
@@ -119,7 +136,8 @@ def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str,
         targets=targets)
     prediction = model.predict(FeatureSet.stack([target[s].X for s in subjects]), subjects=whose(target),
                                targets=targets)
-    states, artifacts = model.state(), model.artifacts()
+    states = {s: model.subject_state(s, targets[s]) for s in subjects}
+    artifacts = {s: model.subject_artifacts(s, targets[s]) for s in subjects}
     log.info("%s: %s fitted on %s rows of %d subject(s), predicted %s rows", label, spec["family"],
              "+".join(str(train[s].X.n_rows) for s in subjects), len(subjects),
              "+".join(str(target[s].X.n_rows) for s in subjects))

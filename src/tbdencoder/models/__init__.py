@@ -6,7 +6,9 @@ from tbdencoder.models.mlp import MLPEncoder
 from tbdencoder.models.pca_linear import PcaLinearEncoder
 from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder
+from tbdencoder.models.subject_adapters import SubjectAdapters
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "build_encoder", "register"]
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
+           "build_encoder", "register"]

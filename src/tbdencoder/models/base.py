@@ -68,12 +68,13 @@ class SubjectsEncoder(Protocol):
     def predict(self, X: FeatureSet, *, subjects: np.ndarray,
                 targets: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]: ...
 
-    def state(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per subject: its per-target arrays."""
+    def subject_state(self, subject: str, targets: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """A predicted subject's per-target arrays (its fits file's state)."""
         ...
 
-    def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per subject: the arrays its fits file keeps beside the state (a shared trunk may be in each)."""
+    def subject_artifacts(self, subject: str, targets: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """The arrays a predicted subject's fits file keeps beside the state (a shared trunk may be in each), so
+        that the family's `reload` gives back that subject's predictions."""
         ...
 
 
@@ -102,12 +103,12 @@ class PerSubject:
                                                         targets=targets[subject])
                 for subject in dict.fromkeys(subjects)}
 
-    def state(self) -> dict[str, dict[str, np.ndarray]]:
-        return {subject: model.state() for subject, model in self.models_.items()}
+    def subject_state(self, subject: str, targets: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        return self.models_[subject].state()
 
-    def artifacts(self) -> dict[str, dict[str, np.ndarray]]:
-        return {subject: model.artifacts() if hasattr(model, "artifacts") else {}
-                for subject, model in self.models_.items()}
+    def subject_artifacts(self, subject: str, targets: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        model = self.models_[subject]
+        return model.artifacts() if hasattr(model, "artifacts") else {}
 
 
 def register(name: str):

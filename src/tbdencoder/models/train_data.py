@@ -98,3 +98,43 @@ class HDF5Data:
                     digest.update(dataset[np.unique(self.rows[[0, -1]])].tobytes())
         digest.update(b"" if self.arrays is None else self.arrays.fingerprint().encode())
         return digest.hexdigest()
+
+
+class SubjectsData:
+    """Rows of several subjects whose targets differ in width (fMRI vertex sets): features `x` (n, p) with each
+    row's `subject` (n,) index and its row `row` (n,) in that subject's targets `ys[subject]` (rows-first
+    arrays, or h5py datasets read a batch at a time). A batch is {"x", "subject", "y": {subject: (b_s, t_s)},
+    "rows": {subject: positions of its rows in the batch}} (keys of "y" and "rows" are subject indices as str)."""
+
+    def __init__(self, x: np.ndarray, subject: np.ndarray, row: np.ndarray, ys: list):
+        self.x = torch.as_tensor(_float32(x))
+        self.subject, self.row, self.ys = np.asarray(subject, np.int64), np.asarray(row, np.int64), ys
+        if not len(self.x) == len(self.subject) == len(self.row):
+            raise ValueError(f"x, subject and row must have one length, got {len(self.x)}, {len(self.subject)}, "
+                             f"{len(self.row)}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, indices: np.ndarray) -> dict:
+        indices = np.asarray(indices, np.int64)
+        subjects = self.subject[indices]
+        ys, rows = {}, {}
+        for s in np.unique(subjects):
+            positions = np.flatnonzero(subjects == s)
+            wanted = self.row[indices[positions]]
+            unique, order = np.unique(wanted, return_inverse=True)  # h5py reads increasing rows
+            ys[str(s)] = torch.as_tensor(_float32(self.ys[s][unique])[order])
+            rows[str(s)] = torch.as_tensor(positions)
+        return {"x": self.x[torch.as_tensor(indices)], "subject": torch.as_tensor(subjects), "y": ys, "rows": rows}
+
+    def fingerprint(self) -> str:
+        """sha256 of x, the subject and row indices, and each target array (a dataset on disk: its shape and its
+        first and last rows)."""
+        digest = hashlib.sha256(self.x.contiguous().numpy().tobytes())
+        digest.update(self.subject.tobytes() + self.row.tobytes())
+        for y in self.ys:
+            digest.update(f"{y.shape} {y.dtype}".encode())
+            digest.update(np.ascontiguousarray(y).tobytes() if isinstance(y, np.ndarray)
+                          else np.asarray(y[0]).tobytes() + np.asarray(y[len(y) - 1]).tobytes())
+        return digest.hexdigest()
