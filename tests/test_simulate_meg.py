@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from mne.io.constants import FIFF
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from tbdencoder.config import section_defaults
 from tbdencoder.data.crops import ScreenGeometry, crop_leaves_image, extract_dva_crop
-from tbdencoder.simulate.meg import METADATA_COLUMNS, crop_statistics, simulate_meg
-from tbdencoder.simulate.neuromag import subject_dev_head_t, vectorview_info
+from tbdencoder.simulate.meg import METADATA_COLUMNS, crop_statistics, simulate_meg, subject_response
+from tbdencoder.simulate.neuromag import nominal_dev_head_t, subject_dev_head_t, vectorview_info
 
 matplotlib.use("Agg")
 
@@ -46,7 +47,7 @@ def read_raw(dataset: Path, recording: str) -> mne.io.Raw:
 
 
 def test_neuromag_info_has_vectorview_channels_and_plots():
-    info = vectorview_info(250.0, subject_dev_head_t(0, 1), 50.0)
+    info = vectorview_info(250.0, subject_dev_head_t(0, 1, shift_mm=3.0, rotation_deg=2.0), 50.0)
     grads, mags = mne.pick_types(info, meg="grad"), mne.pick_types(info, meg="mag")
     assert len(grads) == 204 and len(mags) == 102
     assert info["ch_names"][-1] == "STI101" and len(info["ch_names"]) == 307
@@ -58,7 +59,8 @@ def test_neuromag_info_has_vectorview_channels_and_plots():
     pair = loc[grads].reshape(102, 2, 12)  # MEGxxx2 / MEGxxx3 of one location measure orthogonal gradients
     np.testing.assert_allclose(pair[:, 0, :3], pair[:, 1, :3])
     np.testing.assert_allclose(np.einsum("ij,ij->i", pair[:, 0, 3:6], pair[:, 1, 3:6]), 0.0, atol=1e-12)
-    assert not np.allclose(subject_dev_head_t(0, 1), subject_dev_head_t(0, 2))
+    position = {"shift_mm": 3.0, "rotation_deg": 2.0}
+    assert not np.allclose(subject_dev_head_t(0, 1, **position), subject_dev_head_t(0, 2, **position))
     grad_info = mne.pick_info(info, grads)
     mne.viz.plot_topomap(np.arange(204.0), grad_info, show=False)
     matplotlib.pyplot.close("all")
@@ -218,3 +220,114 @@ def test_settings_left_out_take_the_params_schema_defaults(tmp_path):
     del defaults["enabled"]  # the workflow's switch, not a setting of the simulator
     assert arguments["snr"] == 0.5  # params.yaml's realistic single-fixation SNR
     assert {key: arguments[key] for key in defaults} == defaults
+
+
+# ------------------------------------------------------------------ between-subject differences (issue 19)
+
+VARIED = dict(subjects=[1, 2], n_sessions=1, n_trials_per_session=20, n_scenes=40, scene_size_px=(800, 600),
+              repeat_fraction=0.0, crop_dva=3.0, seed=11, parafoveal_gain=0.5, snr=20.0, head_shift_mm=0.0,
+              head_rotation_deg=0.0, subject_gain_sd=0.5, subject_latency_sd_s=0.03)
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory) -> Path:
+    """Two subjects at the nominal head position (the control) with different gains and latencies, high SNR."""
+    root = tmp_path_factory.mktemp("meg_varied") / "avs"
+    simulate_meg(root, **VARIED)
+    return root
+
+
+def _fixation_average(dataset: Path, subject: int, picks: list[str], n_after: int) -> tuple[np.ndarray, float]:
+    """(len(picks), n_after) 1-40 Hz data averaged over the subject's fixations away from artefacts, samples
+    0..n_after - 1 from the onset; and the sampling rate."""
+    metadata = pd.read_csv(dataset / "metadata.csv", sep=";", dtype={"sceneID": str})
+    artefacts = json.loads((dataset / "ground_truth" / "simulation.json").read_text())["artefacts"]
+    fixations = metadata[(metadata["subject"] == subject) & (metadata["type"] == "fixation")]
+    epochs = []
+    for recording, events in fixations.groupby("recording"):
+        raw = read_raw(dataset, recording).pick(picks).filter(1.0, 40.0, verbose=False)
+        data, sfreq = raw.get_data(), raw.info["sfreq"]
+        bad = [a for a in artefacts if a["recording"] == recording]
+        for onset in events["start_time"]:
+            first = int(round(onset * sfreq))
+            if any(a["start_s"] - 1.0 < onset < a["end_s"] + 1.0 for a in bad) or first + n_after > data.shape[1]:
+                continue
+            epochs.append(data[:, first:first + n_after])
+    assert len(epochs) > 100
+    return np.mean(epochs, axis=0), sfreq
+
+
+def test_same_head_position_for_every_subject_when_the_sds_are_0(dataset, simulation, varied):
+    nominal = nominal_dev_head_t()
+    for subject in VARIED["subjects"]:
+        info = mne.io.read_info(varied / f"meg/sub-{subject:02d}/sub-{subject:02d}_ses-1_meg.fif", verbose=False)
+        np.testing.assert_array_equal(info["dev_head_t"]["trans"], nominal.astype(np.float32))  # FIF: float32
+    truth = json.loads((varied / "ground_truth" / "simulation.json").read_text())
+    for entry in truth["subjects"].values():
+        assert entry["dev_head_t"] == nominal.tolist()
+        assert entry["head_translation_mm"] == [0.0] * 3 and entry["head_rotation_deg"] == [0.0] * 3
+    np.testing.assert_array_equal(
+        subject_dev_head_t(VARIED["seed"], 7, shift_mm=0.0, rotation_deg=0.0), nominal)
+    # the defaults (3 mm, 2 deg): every subject elsewhere, the truth says where
+    assert simulation["between_subjects"]["head_shift_mm"] == 3.0
+    assert simulation["between_subjects"]["head_rotation_deg"] == 2.0
+    for subject in ARGS["subjects"]:
+        entry = simulation["subjects"][f"sub-{subject:02d}"]
+        trans = mne.io.read_info(dataset / f"meg/sub-{subject:02d}/sub-{subject:02d}_ses-1_meg.fif",
+                                 verbose=False)["dev_head_t"]["trans"]
+        assert not np.allclose(trans, nominal)
+        np.testing.assert_array_equal(trans, np.float32(entry["dev_head_t"]))
+        np.testing.assert_allclose(trans[:3, 3] - nominal[:3, 3], np.array(entry["head_translation_mm"]) / 1e3,
+                                   atol=1e-8)
+        rotvec = Rotation.from_matrix(trans[:3, :3]).as_rotvec(degrees=True)
+        np.testing.assert_allclose(rotvec, entry["head_rotation_deg"], atol=1e-4)
+        assert entry["head_translation_mm_norm"] == pytest.approx(np.linalg.norm(entry["head_translation_mm"]))
+        assert 0.1 < entry["head_translation_mm_norm"] < 15.0 and 0.1 < entry["head_rotation_deg_angle"] < 10.0
+
+
+def test_truth_lists_each_subjects_gain_and_latency(simulation, varied):
+    for entry in simulation["subjects"].values():  # sds 0 (the defaults)
+        assert entry["gain"] == 1.0 and entry["latency_s"] == 0.11 and entry["effective_snr"] == ARGS["snr"]
+    truth = json.loads((varied / "ground_truth" / "simulation.json").read_text())
+    assert truth["between_subjects"]["subject_gain_sd"] == 0.5
+    assert truth["between_subjects"]["subject_latency_sd_s"] == 0.03
+    npz = np.load(varied / "ground_truth" / "sensor_signal.npz")
+    for index, subject in enumerate(VARIED["subjects"]):
+        entry = truth["subjects"][f"sub-{subject:02d}"]
+        gain, latency_s = subject_response(VARIED["seed"], subject, latency_s=0.11, gain_sd=0.5, latency_sd_s=0.03)
+        assert (entry["gain"], entry["latency_s"]) == (gain, latency_s)
+        assert entry["effective_snr"] == pytest.approx(VARIED["snr"] * gain**2)
+        assert npz["gain_by_subject"][index] == gain and npz["peak_latency_s_by_subject"][index] == latency_s
+        assert npz["times_s"][np.argmax(npz["kernel_by_subject"][index])] == pytest.approx(latency_s, abs=0.002)
+    gains = [truth["subjects"][f"sub-{s:02d}"]["gain"] for s in VARIED["subjects"]]
+    latencies = [truth["subjects"][f"sub-{s:02d}"]["latency_s"] for s in VARIED["subjects"]]
+    assert abs(np.log(gains[0] / gains[1])) > 0.3 and abs(latencies[0] - latencies[1]) > 0.02  # seed 11 draws apart
+    # over many subjects the draws follow the sds; the latency stays in its clip range
+    draws = np.array([subject_response(3, s, latency_s=0.11, gain_sd=0.4, latency_sd_s=0.02) for s in range(1, 2001)])
+    assert np.log(draws[:, 0]).std() == pytest.approx(0.4, rel=0.1)
+    assert abs(np.log(draws[:, 0]).mean()) < 0.05
+    assert draws[:, 1].std() == pytest.approx(0.02, rel=0.1) and draws[:, 1].mean() == pytest.approx(0.11, abs=0.003)
+    wide = np.array([subject_response(3, s, latency_s=0.11, gain_sd=0.0, latency_sd_s=0.2)[1] for s in range(1, 200)])
+    assert wide.min() == 0.04 and wide.max() == 0.2
+
+
+def test_each_subject_peaks_at_its_own_latency_and_scales_with_its_gain(varied):
+    npz = np.load(varied / "ground_truth" / "sensor_signal.npz")
+    names = list(npz["ch_names"])
+    grads = [k for k, name in enumerate(names) if not name.endswith("1")]
+    np.testing.assert_allclose(npz["evoked_pattern"][0] / npz["gain_by_subject"][0],
+                               npz["evoked_pattern"][1] / npz["gain_by_subject"][1])  # same head position
+    pattern = npz["evoked_pattern"][0][grads]
+    best = [names[grads[k]] for k in np.argsort(np.abs(pattern))[::-1][:20]]
+    averages = []
+    for index, subject in enumerate(VARIED["subjects"]):
+        average, sfreq = _fixation_average(varied, subject, best, int(0.3 * 250))
+        # the best sensor's average peaks at the subject's latency, within a sample
+        course = np.abs(average[0])
+        latency_s = float(npz["peak_latency_s_by_subject"][index])
+        assert abs(np.argmax(course) / sfreq - latency_s) <= 1.0 / sfreq, (subject, np.argmax(course) / sfreq,
+                                                                          latency_s)
+        averages.append(average[:, int(round(latency_s * sfreq))])  # each at its own peak
+    measured = np.linalg.norm(averages[1]) / np.linalg.norm(averages[0])
+    expected = npz["gain_by_subject"][1] / npz["gain_by_subject"][0]
+    assert measured == pytest.approx(expected, rel=0.1), (measured, expected)

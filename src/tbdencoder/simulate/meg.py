@@ -23,13 +23,17 @@ from tbdencoder.config import section_defaults
 from tbdencoder.data.avs import subject_label
 from tbdencoder.data.crops import DEFAULT_SCREEN, ScreenGeometry, extract_dva_crop
 from tbdencoder.io import atomic_directory, get_logger
-from tbdencoder.simulate.neuromag import nominal_dev_head_t, sensor_geometry, subject_dev_head_t, vectorview_info
+from tbdencoder.simulate.neuromag import (nominal_dev_head_t, sensor_geometry, subject_dev_head_t, subject_head_offset,
+                                          vectorview_info)
 from tbdencoder.simulate.scenes import scene_for_id
 
 MODEL_DESCRIPTION = (
     "Head: a spherical conductor (MEG sphere model) centred at HEAD_SPHERE_ORIGIN_M in head coordinates "
     "(= MRI coordinates, identity transform); sensors: the Vectorview-style helmet of simulate.neuromag, placed "
-    "by a per-subject device->head transform.",
+    "by a per-subject device->head transform: the nominal one (device origin at DEVICE_ORIGIN_IN_HEAD_M) "
+    "rotated about the device origin by a rotation vector with sd head_rotation_deg per axis, then translated "
+    "by sd head_shift_mm per axis (both 0: every subject at the nominal head position). Sources, background "
+    "dipoles and the sphere stay fixed in head coordinates, so the head position changes every sensor pattern.",
     "Sources: fixed-orientation tangential current dipoles (radial ones are silent in a sphere). Foveal "
     "sources (bilateral early visual) respond to the foveal crop of the current fixation, the parafoveal "
     "source (right dorsal occipito-parietal, far from them) to the crop at the NEXT fixation of the same trial "
@@ -42,14 +46,21 @@ MODEL_DESCRIPTION = (
     "that w . z has unit variance over all simulated fixations; foveal modulation_nam = SOURCE_MODULATION_NAM, "
     "the parafoveal one makes, for the nominal head position, the parafoveal signal sd at its best gradiometer "
     "parafoveal_gain times the foveal signal sd at its best gradiometer.",
+    "Between subjects: each subject has a response gain g = exp(subject_gain_sd * u) and a latency "
+    "latency_s + subject_latency_sd_s * v, clipped to SUBJECT_LATENCY_RANGE_S (widened to include latency_s), "
+    "u, v standard normal from a (seed, subject) RNG stream (0 sds: g = 1, latency = latency_s). The gain "
+    "multiplies all of the subject's signal source amplitudes, the evoked part included (foveal and "
+    "parafoveal alike); weights w, modulation_nam and the crop statistics are shared. Values per subject "
+    "under 'subjects' (gain, latency_s, head_translation_mm, head_rotation_deg).",
     "Time course: every fixation adds amplitude * kernel(t - onset) to its sources, kernel(t) = "
-    "(t / latency)^k exp(k (1 - t / latency)) for t > 0 (peak 1 at latency_s); responses of successive "
-    "fixations overlap and sum.",
+    "(t / latency)^k exp(k (1 - t / latency)) for t > 0 (peak 1 at the subject's latency); responses of "
+    "successive fixations overlap and sum.",
     "Background: BACKGROUND_SOURCES random tangential dipoles with independent 1/f time courses, scaled per "
     "subject so that at the gradiometer with the largest foveal variance the foveal variance at the peak "
-    "over the background variance in SNR_BAND_HZ (brain 1/f plus white sensor noise, which carries "
-    "WHITE_NOISE_SHARE of the brain part there) equals snr; line noise at line_freq_hz and its harmonic; a "
-    "few large artefact transients (listed under 'artefacts').",
+    "of the subject's signal at gain 1 over the background variance in SNR_BAND_HZ (brain 1/f plus white "
+    "sensor noise, which carries WHITE_NOISE_SHARE of the brain part there) equals snr; the subject's gain "
+    "then scales the signal, not the noise, so its own SNR is snr * gain^2 ('effective_snr' per subject); "
+    "line noise at line_freq_hz and its harmonic; a few large artefact transients (listed under 'artefacts').",
 )
 STAT_NAMES = ("mean_luminance", "rms_contrast", "red_green", "blue_yellow", "edge_energy")
 METADATA_COLUMNS = ("subject", "session", "trial", "sceneID", "type", "recording", "start_time", "end_time",
@@ -92,6 +103,7 @@ SOURCES = (
 SOURCE_MODULATION_NAM = 10.0
 KERNEL_SHAPE = 8.0  # gamma exponent k: with latency 0.11 s the kernel is ~3 % of its peak at 0.25 s
 KERNEL_LENGTH_S = 0.5
+SUBJECT_LATENCY_RANGE_S = (0.04, 0.2)  # a subject's latency is clipped to this range (widened to hold latency_s)
 TRUTH_TMIN_S, TRUTH_TMAX_S = -0.1, 0.5
 BACKGROUND_SOURCES = 100
 BACKGROUND_RADIUS_M = (0.02, 0.075)
@@ -120,6 +132,7 @@ REPEAT_JITTER_DVA = 0.1
 LEAD_IN_MS, TAIL_MS = 2000, 1500
 INTER_TRIAL_MS = (1000, 1500)
 _PLAN_STREAM, _WEIGHT_STREAM, _HEAD_STREAM, _NOISE_STREAM = 21, 22, 23, 24  # RNG stream tags (neuromag: 20)
+_SUBJECT_STREAM = 25
 
 log = get_logger("simulate")
 
@@ -150,6 +163,16 @@ def kernel(times_s: np.ndarray, latency_s: float) -> np.ndarray:
     with np.errstate(divide="ignore"):
         values = np.exp(KERNEL_SHAPE * (np.log(ratio) + 1.0 - ratio))
     return np.where(ratio > 0, values, 0.0)
+
+
+def subject_response(seed: int, subject: int, *, latency_s: float, gain_sd: float, latency_sd_s: float
+                     ) -> tuple[float, float]:
+    """(gain, latency in s) of one subject: exp(gain_sd * u) and latency_s + latency_sd_s * v clipped to
+    SUBJECT_LATENCY_RANGE_S (widened to hold latency_s); u, v standard normal from a (seed, subject) stream,
+    both always drawn, so one sd does not change the other's draw nor do other subjects change them."""
+    u, v = np.random.default_rng([seed, _SUBJECT_STREAM, subject]).standard_normal(2)
+    low, high = min(SUBJECT_LATENCY_RANGE_S[0], latency_s), max(SUBJECT_LATENCY_RANGE_S[1], latency_s)
+    return float(np.exp(gain_sd * u)), float(np.clip(latency_s + latency_sd_s * v, low, high))
 
 
 def scene_image(seed: int, scene_number: int, scene_size_px: tuple[int, int]) -> np.ndarray:
@@ -390,7 +413,7 @@ class NoiseLevels:
     """One subject's background scaling, chosen to meet snr at its best gradiometer."""
 
     best_gradiometer: str
-    foveal_variance: float  # over fixations, at the best gradiometer at the kernel peak, (T/m)^2
+    foveal_variance: float  # over fixations, at the best gradiometer at the kernel peak at gain 1, (T/m)^2
     background_source_nam: float  # in-band sd of every background dipole
     white_grad_t_per_m: float  # broadband sd of the gradiometer sensor noise
     white_mag_t: float
@@ -553,31 +576,40 @@ class _SubjectResult:
 
 
 def _simulate_subject(root: Path, subject: int, sessions: list[list[Trial]], z: dict[tuple[int, int, int], np.ndarray],
-                      weights: np.ndarray, modulation: np.ndarray, arguments: dict, truth_kernel: np.ndarray
+                      weights: np.ndarray, modulation: np.ndarray, arguments: dict, times_s: np.ndarray
                       ) -> _SubjectResult:
     """Write one subject's FIF files; return its events, artefacts and ground truth.
 
-    `z`: (subject, session, trial) -> (n_fixations, n_stats) standardised crop statistics."""
+    `z`: (subject, session, trial) -> (n_fixations, n_stats) standardised crop statistics; `times_s`: the
+    times of the truth kernel."""
     seed, sfreq_hz = arguments["seed"], arguments["sfreq_hz"]
-    info = vectorview_info(sfreq_hz, subject_dev_head_t(seed, subject), arguments["line_freq_hz"])
+    position = {"shift_mm": arguments["head_shift_mm"], "rotation_deg": arguments["head_rotation_deg"]}
+    info = vectorview_info(sfreq_hz, subject_dev_head_t(seed, subject, **position), arguments["line_freq_hz"])
+    rotation_rad, translation_m = subject_head_offset(seed, subject, **position)
+    gain, latency_s = subject_response(seed, subject, latency_s=arguments["latency_s"],
+                                       gain_sd=arguments["subject_gain_sd"],
+                                       latency_sd_s=arguments["subject_latency_sd_s"])
+    truth_kernel = kernel(times_s, latency_s)
     head = make_head(subject, seed, info)
-    patterns = sensor_patterns(head, weights, modulation)
+    nominal_patterns = sensor_patterns(head, weights, modulation)  # at gain 1: sets the noise level
+    patterns = {key: gain * pattern for key, pattern in nominal_patterns.items()}
     rng = np.random.default_rng([seed, _NOISE_STREAM, subject])
     timelines = [session_events(subject, session, trials, rng) for session, trials in enumerate(sessions, start=1)]
     drives = []  # per session, standardised statistics of the current and the next crop of every fixation
     for session, trials in enumerate(sessions, start=1):
         trial_z = [z[(subject, session, number)] for number in range(1, len(trials) + 1)]
         drives.append((np.concatenate(trial_z), np.concatenate([next_fixation(values) for values in trial_z])))
-    foveal_peak = np.concatenate([current for current, _ in drives]) @ patterns["foveal"].T
+    nominal_foveal_peak = np.concatenate([current for current, _ in drives]) @ nominal_patterns["foveal"].T
+    noise = noise_levels(head, info["ch_names"], nominal_foveal_peak, arguments["snr"], sfreq_hz)
+    foveal_peak = gain * nominal_foveal_peak
     parafoveal_peak = np.concatenate([following for _, following in drives]) @ patterns["parafoveal"].T
-    noise = noise_levels(head, info["ch_names"], foveal_peak, arguments["snr"], sfreq_hz)
     artefacts = []
     for session, ((events, length_ms), (current, following)) in enumerate(zip(timelines, drives), start=1):
         onsets_s = events.loc[events["type"] == "fixation", "start_ms"].to_numpy() / 1000.0
-        amplitudes = source_amplitudes_nam(current, following, weights, modulation)
+        amplitudes = gain * source_amplitudes_nam(current, following, weights, modulation)
         n_samples = int(np.ceil(length_ms / 1000.0 * sfreq_hz))
         data, session_artefacts = render_recording(onsets_s, amplitudes, n_samples, head, noise, info,
-                                                   arguments["latency_s"], arguments["line_freq_hz"], rng)
+                                                   latency_s, arguments["line_freq_hz"], rng)
         raw = mne.io.RawArray(data, info, verbose=False)
         raw.set_meas_date(datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(days=session - 1))
         path = root / recording_path(subject, session)
@@ -585,6 +617,13 @@ def _simulate_subject(root: Path, subject: int, sessions: list[list[Trial]], z: 
         raw.save(path, fmt="single", verbose=False)
         artefacts += [a.record(recording_path(subject, session), info["ch_names"]) for a in session_artefacts]
     summary = {
+        "gain": gain,
+        "latency_s": latency_s,
+        "effective_snr": arguments["snr"] * gain**2,
+        "head_translation_mm": (translation_m * 1e3).tolist(),
+        "head_translation_mm_norm": float(np.linalg.norm(translation_m) * 1e3),
+        "head_rotation_deg": np.degrees(rotation_rad).tolist(),
+        "head_rotation_deg_angle": float(np.degrees(np.linalg.norm(rotation_rad))),
         "dev_head_t": info["dev_head_t"]["trans"].tolist(),
         "n_trials": sum(len(trials) for trials in sessions),
         "n_repeat_trials": sum(trial.repeat_of is not None for trials in sessions for trial in trials),
@@ -592,9 +631,10 @@ def _simulate_subject(root: Path, subject: int, sessions: list[list[Trial]], z: 
         "scenes": sorted({scene_id(trial.scene_number) for trials in sessions for trial in trials}),
         "noise": dataclasses.asdict(noise),
     }
-    log.info("%s: %d sessions, %d fixations, best gradiometer %s, background dipoles %.1f nAm",
-             subject_label(subject), len(sessions), len(foveal_peak), noise.best_gradiometer,
-             noise.background_source_nam)
+    log.info("%s: %d sessions, %d fixations, best gradiometer %s, background dipoles %.1f nAm, gain %.2f, "
+             "latency %.0f ms, head shift %.1f mm, rotation %.1f deg", subject_label(subject), len(sessions),
+             len(foveal_peak), noise.best_gradiometer, noise.background_source_nam, gain, 1e3 * latency_s,
+             summary["head_translation_mm_norm"], summary["head_rotation_deg_angle"])
     return _SubjectResult([events for events, _ in timelines], artefacts, patterns,
                           np.outer(foveal_peak.var(axis=0), truth_kernel**2),
                           np.outer(parafoveal_peak.var(axis=0), truth_kernel**2), summary)
@@ -619,6 +659,10 @@ def simulate_meg(
     parafoveal_gain: float = DEFAULTS["parafoveal_gain"],
     snr: float = DEFAULTS["snr"],
     line_freq_hz: float = DEFAULTS["line_freq_hz"],
+    head_shift_mm: float = DEFAULTS["head_shift_mm"],
+    head_rotation_deg: float = DEFAULTS["head_rotation_deg"],
+    subject_gain_sd: float = DEFAULTS["subject_gain_sd"],
+    subject_latency_sd_s: float = DEFAULTS["subject_latency_sd_s"],
     screen: ScreenGeometry = DEFAULT_SCREEN,
 ) -> None:
     """Write a synthetic free-viewing MEG dataset (docs/meg.md layout) with its ground truth to `out_dir`, atomically.
@@ -626,27 +670,35 @@ def simulate_meg(
     `snr`: foveal signal variance over background variance at the best gradiometer at the response peak
     (background in SNR_BAND_HZ, without line noise and artefacts). `parafoveal_gain`: parafoveal signal sd at
     its best gradiometer over the foveal signal sd at its best gradiometer (nominal head position). `crop_dva`:
-    the crop size whose statistics drive the signal (meg.crops.dva). Defaults: the params schema's
-    (`simulate.meg`). Same arguments give byte-identical files.
+    the crop size whose statistics drive the signal (meg.crops.dva). Between subjects: `head_shift_mm` /
+    `head_rotation_deg`, sds per axis of the head position around the nominal one (both 0: the same head
+    position for every subject); `subject_gain_sd` (sd of the log gain that multiplies a subject's signal
+    after its noise level is set from snr, so its SNR is snr * gain^2) and `subject_latency_sd_s` (sd of its
+    response latency around latency_s). Defaults: the params schema's (`simulate.meg`). Same arguments give
+    byte-identical files.
     """
     out_dir = Path(out_dir)
     subjects = [int(s) for s in subjects]
     scene_size_px = (int(scene_size_px[0]), int(scene_size_px[1]))
     _check_arguments(subjects, n_sessions, n_trials_per_session, scene_size_px, repeat_fraction, sfreq_hz, latency_s,
                      parafoveal_gain, snr, line_freq_hz, screen, crop_dva)
+    spreads = {"head_shift_mm": head_shift_mm, "head_rotation_deg": head_rotation_deg,
+               "subject_gain_sd": subject_gain_sd, "subject_latency_sd_s": subject_latency_sd_s}
+    if any(not value >= 0.0 for value in spreads.values()):
+        raise ValueError(f"{spreads}: between-subject sds must be >= 0")
     start = time.perf_counter()
     arguments = {
         "subjects": subjects, "n_sessions": int(n_sessions), "n_trials_per_session": int(n_trials_per_session),
         "n_scenes": int(n_scenes), "scene_size_px": list(scene_size_px), "repeat_fraction": float(repeat_fraction),
         "crop_dva": float(crop_dva), "seed": int(seed), "sfreq_hz": float(sfreq_hz), "latency_s": float(latency_s),
         "parafoveal_gain": float(parafoveal_gain), "snr": float(snr), "line_freq_hz": float(line_freq_hz),
+        **{key: float(value) for key, value in spreads.items()},
         "screen": dataclasses.asdict(screen),
     }
     plans = {subject: plan_subject(subject, n_sessions=n_sessions, n_trials_per_session=n_trials_per_session,
                                    n_scenes=n_scenes, scene_size_px=scene_size_px, repeat_fraction=repeat_fraction,
                                    screen=screen, seed=seed) for subject in subjects}
     times_s = np.arange(round(TRUTH_TMIN_S * sfreq_hz), round(TRUTH_TMAX_S * sfreq_hz) + 1) / sfreq_hz
-    truth_kernel = kernel(times_s, latency_s)
     with atomic_directory(out_dir) as root:
         statistics = _crop_statistics(plans, seed, scene_size_px, crop_dva, screen, root / "scenes")
         pooled = np.concatenate(list(statistics.values()))
@@ -657,7 +709,7 @@ def simulate_meg(
         weights = source_weights(seed, current_z)
         next_z = np.concatenate([next_fixation(trial_z) for trial_z in z.values()])
         modulation = modulation_nam(weights, current_z, next_z, parafoveal_gain, sfreq_hz)
-        results = [_simulate_subject(root, subject, plans[subject], z, weights, modulation, arguments, truth_kernel)
+        results = [_simulate_subject(root, subject, plans[subject], z, weights, modulation, arguments, times_s)
                    for subject in subjects]
         events = pd.concat([e for result in results for e in result.events], ignore_index=True)
         _metadata(events).to_csv(root / "metadata.csv", sep=";", index=False, float_format="%.3f")
@@ -671,7 +723,10 @@ def simulate_meg(
             times_s=times_s, ch_names=np.array(sensor_geometry()[0]),
             foveal_power=np.tensordot(share, foveal_power, axes=1),
             parafoveal_power=np.tensordot(share, parafoveal_power, axes=1),
-            peak_latency_s=np.float64(latency_s), kernel=truth_kernel, subjects=np.array(subjects),
+            peak_latency_s=np.float64(latency_s), kernel=kernel(times_s, latency_s), subjects=np.array(subjects),
+            peak_latency_s_by_subject=np.array([r.summary["latency_s"] for r in results]),
+            gain_by_subject=np.array([r.summary["gain"] for r in results]),
+            kernel_by_subject=np.stack([kernel(times_s, r.summary["latency_s"]) for r in results]),
             stat_names=np.array(STAT_NAMES),
             foveal_weights=np.stack([r.patterns["foveal"] for r in results]),
             parafoveal_weights=np.stack([r.patterns["parafoveal"] for r in results]),
@@ -701,6 +756,17 @@ def _description(arguments: dict, weights: np.ndarray, modulation: np.ndarray, s
                      "evoked_nam": s.evoked_nam, "modulation_nam": float(m)}
                     for s, w, m in zip(SOURCES, weights, modulation)],
         "kernel": {"shape": KERNEL_SHAPE, "peak_s": arguments["latency_s"], "length_s": KERNEL_LENGTH_S},
+        "between_subjects": {
+            "head_shift_mm": arguments["head_shift_mm"], "head_rotation_deg": arguments["head_rotation_deg"],
+            "subject_gain_sd": arguments["subject_gain_sd"],
+            "subject_latency_sd_s": arguments["subject_latency_sd_s"],
+            "subject_latency_range_s": [min(SUBJECT_LATENCY_RANGE_S[0], arguments["latency_s"]),
+                                        max(SUBJECT_LATENCY_RANGE_S[1], arguments["latency_s"])],
+            "nominal_dev_head_t": nominal_dev_head_t().tolist(),
+            "per_subject": "under 'subjects': gain, latency_s (its kernel peak), effective_snr = snr * gain^2, "
+                           "head_translation_mm (x, y, z; norm) and head_rotation_deg (rotation vector, degrees; "
+                           "angle) of its device->head transform relative to nominal_dev_head_t",
+        },
         "noise": {"snr_band_hz": list(SNR_BAND_HZ), "background_sources": BACKGROUND_SOURCES,
                   "white_noise_share": WHITE_NOISE_SHARE, "line_amplitude": LINE_AMPLITUDE,
                   "harmonic_ratio": HARMONIC_RATIO},
@@ -714,10 +780,12 @@ def _description(arguments: dict, weights: np.ndarray, modulation: np.ndarray, s
                    "(sample round(start_time * sfreq))",
             "times": "metadata times in seconds from the first sample of the recording (first_samp = 0)",
             "sensor_signal.npz": "foveal_weights / parafoveal_weights (n_subjects, 306, n_stats): sensor value at "
-                                 "the kernel peak per unit standardised statistic; evoked_pattern (n_subjects, 306); "
-                                 "noiseless fixation-locked signal = kernel(t) * (evoked_pattern + foveal_weights . "
-                                 "z(crop) + parafoveal_weights . z(next crop)), z = (stats - stat_mean) / stat_sd; "
-                                 "foveal_power / parafoveal_power pooled over subjects weighted by their fixation "
-                                 "counts",
+                                 "the kernel peak per unit standardised statistic, the subject's gain included; "
+                                 "evoked_pattern (n_subjects, 306); noiseless fixation-locked signal of subject i = "
+                                 "kernel_by_subject[i](t) * (evoked_pattern + foveal_weights . z(crop) + "
+                                 "parafoveal_weights . z(next crop)), z = (stats - stat_mean) / stat_sd; "
+                                 "peak_latency_s / kernel: the nominal latency_s, peak_latency_s_by_subject / "
+                                 "gain_by_subject per subject; foveal_power / parafoveal_power pooled over subjects "
+                                 "weighted by their fixation counts",
         },
     }

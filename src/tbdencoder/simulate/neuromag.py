@@ -23,8 +23,8 @@ HELMET_RADIUS_M = 0.12
 HELMET_RIM_DEG = 105.0
 STIM_CHANNEL = "STI101"
 DEVICE_ORIGIN_IN_HEAD_M = (0.0, -0.01, 0.04)  # helmet centre in head coordinates before subject jitter
-HEAD_JITTER_M = 0.003  # sd of the per-subject translation
-HEAD_ROTATION_DEG = 2.0  # sd of the per-subject rotation about each axis
+# The sds of the per-subject head translation (mm, per axis) and rotation (deg, about each axis) are settings,
+# simulate.meg.head_shift_mm and head_rotation_deg (schema defaults 3 mm and 2 deg; 0 and 0 = the nominal head).
 _DEV_HEAD_STREAM = 20  # RNG stream tag (simulate.scenes uses 1, simulate.fmri 0, 2, 3)
 
 
@@ -85,12 +85,27 @@ def nominal_dev_head_t() -> np.ndarray:
     return transform
 
 
-def subject_dev_head_t(seed: int, subject: int) -> np.ndarray:
-    """(4, 4) device->head transform of one subject: the nominal one plus a small seeded shift and rotation."""
+def subject_head_offset(seed: int, subject: int, *, shift_mm: float, rotation_deg: float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """One subject's head position relative to the nominal one: (3,) rotation vector in radians (axis times
+    angle, device x, y, z) and (3,) translation in metres, drawn with sds rotation_deg and shift_mm per axis
+    from a (seed, subject) RNG stream (so they do not depend on the other subjects; 0 sd gives zeros)."""
+    if shift_mm < 0 or rotation_deg < 0:
+        raise ValueError(f"shift_mm={shift_mm}, rotation_deg={rotation_deg}: sds must be >= 0")
     rng = np.random.default_rng([seed, _DEV_HEAD_STREAM, subject])
+    rotation_rad = rng.normal(0.0, np.radians(rotation_deg), 3)
+    translation_m = rng.normal(0.0, shift_mm / 1000.0, 3)
+    return rotation_rad, translation_m
+
+
+def subject_dev_head_t(seed: int, subject: int, *, shift_mm: float, rotation_deg: float) -> np.ndarray:
+    """(4, 4) device->head transform of one subject: the nominal one rotated and shifted by its
+    subject_head_offset; exactly nominal_dev_head_t() when both sds are 0."""
+    rotation_rad, translation_m = subject_head_offset(seed, subject, shift_mm=shift_mm, rotation_deg=rotation_deg)
     transform = nominal_dev_head_t()
-    transform[:3, :3] = Rotation.from_rotvec(rng.normal(0.0, np.radians(HEAD_ROTATION_DEG), 3)).as_matrix()
-    transform[:3, 3] += rng.normal(0.0, HEAD_JITTER_M, 3)
+    if np.any(rotation_rad):
+        transform[:3, :3] = Rotation.from_rotvec(rotation_rad).as_matrix()
+    transform[:3, 3] += translation_m
     return transform
 
 
