@@ -20,11 +20,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 install: $(VENV)/.installed
 
 # After the run, dvc.lock records it (`dvc commit`), so `make repro` reruns only what later changes touch.
+# `dvc commit` replaces the feature files (hard links into results/features/cache) by copies, newer than
+# the fits made from them; `snakemake --touch` stamps the outputs in DAG order again, so Snakemake too
+# sees the run as up to date.
 run: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --report results/report.html
 	$(BIN)/tbdencoder dvc-yaml
 	$(BIN)/dvc commit --force --quiet
+	$(BIN)/snakemake --touch --cores 1 --quiet
 
 test: install
 	$(BIN)/python -m pytest -q --durations=25
@@ -42,11 +46,12 @@ repro: install
 	$(BIN)/tbdencoder dvc-yaml
 	$(BIN)/dvc repro
 
-# `dvc pull` restores contents, not modification times; `snakemake --touch` then stamps the
-# outputs in DAG order so Snakemake sees them as up to date (DVC has just checked they are).
+# `dvc pull` restores contents, not modification times; `snakemake --touch --forceall` then stamps
+# every output in DAG order so Snakemake sees them as up to date (DVC has just checked they are), and
+# records each job's params, which `make repro` needs to rerun only the jobs a later change touches.
 pull: install
 	$(BIN)/dvc pull
-	$(BIN)/snakemake --touch --cores 1 --quiet
+	$(BIN)/snakemake --touch --forceall --cores 1 --quiet
 
 clean:
 	rm -rf results logs data/simulated .snakemake

@@ -1,6 +1,7 @@
 """dvc.yaml agrees with params.yaml and the Snakemake rules; from a fresh clone, `make run` then `make repro`
 reruns only what a param or code change touches; either half (fMRI, MEG) runs alone, on real or simulated data."""
 
+import hashlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tbdencoder.dvc_stages import _rule_files, render, write_dvc_yaml
+from tbdencoder.dvc_stages import _rule_files, forced_rules, render, run_stage, write_dvc_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,7 +35,8 @@ def _names(entries):
 
 
 def _stage_rules(stage):
-    return re.search(r"--forcerun ((?:\w+ ?)+)", stage["cmd"]).group(1).split()
+    """The Snakemake rules a stage runs (`tbdencoder dvc-stage --stage NAME --rules RULE... -- snakemake ...`)."""
+    return re.search(r"dvc-stage --stage \w+ --rules ((?:\w+ )+)-- snakemake ", stage["cmd"]).group(1).split()
 
 
 def _rule_sources():
@@ -134,6 +136,55 @@ def test_each_stage_depends_on_the_code_it_runs():
         assert files <= set(stage["deps"]), (name, sorted(files - set(stage["deps"])))
 
 
+def _lock_project(root):
+    """A project at `root` (the package and the workflow) whose dvc.lock records its package files for stage fit,
+    with Snakemake metadata: nothing to force."""
+    shutil.copytree(REPO / "src/tbdencoder", root / "src/tbdencoder", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    deps = [{"path": str(path.relative_to(root)), "hash": "md5", "md5": hashlib.md5(path.read_bytes()).hexdigest(),
+             "size": path.stat().st_size} for path in sorted((root / "src").rglob("*.py"))]
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"fit": {"cmd": "x", "deps": deps}}}))
+    (root / ".snakemake/metadata").mkdir(parents=True)
+    (root / ".snakemake/metadata/record").write_text("{}")
+    return deps
+
+
+def test_a_stage_forces_only_the_rules_whose_code_changed_since_dvc_lock(tmp_path):
+    """Params, inputs and rules are Snakemake's to compare; package code is not: a rule is forced when a module its
+    step runs differs from dvc.lock's record, and every rule when there is no record to compare with."""
+    deps = _lock_project(tmp_path)
+    fit = ["fit", "fit_meg", "fit_meg_heldout"]
+    assert forced_rules("fit", fit, tmp_path) == ([], "")
+    with open(tmp_path / "workflow/rules/fit.smk", "a") as smk:  # Snakemake sees what a workflow file changes
+        smk.write("\n# edited\n")
+    assert forced_rules("fit", fit, tmp_path) == ([], "")
+    for path, rules in (("src/tbdencoder/fit/meg.py", ["fit_meg", "fit_meg_heldout"]),
+                        ("src/tbdencoder/fit/fmri.py", ["fit"]), ("src/tbdencoder/models/mlp.py", fit)):
+        original = (tmp_path / path).read_text()
+        (tmp_path / path).write_text(original + "\n# edited\n")
+        forced, why = forced_rules("fit", fit, tmp_path)
+        assert forced == rules and path in why, (path, forced, why)
+        (tmp_path / path).write_text(original)
+    assert forced_rules("fit", fit, tmp_path) == ([], "")
+    # DVC 2's lock entries (md5 of the text with LF line ends, no `hash` key) compare too
+    legacy = [{k: v for k, v in dep.items() if k != "hash"} for dep in deps]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"fit": {"deps": legacy}}}))
+    assert forced_rules("fit", fit, tmp_path) == ([], "")
+    # a module the step newly imports is not in the record: forced
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"fit": {"deps": deps[1:]}}}))
+    assert forced_rules("fit", fit, tmp_path)[0] == fit
+    assert forced_rules("evaluate", ["merge_metrics"], tmp_path) == (["merge_metrics"],
+                                                                      "dvc.lock has no record of stage evaluate")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"fit": {"deps": deps}}}))
+    (tmp_path / ".snakemake/metadata/record").unlink()  # e.g. a fresh clone after `dvc pull`
+    forced, why = forced_rules("fit", fit, tmp_path)
+    assert forced == fit and ".snakemake/metadata" in why
+    argv = run_stage("fit", fit, [sys.executable, "-c", "import sys; open('argv', 'w').write(' '.join(sys.argv[1:]))"],
+                     tmp_path)
+    assert argv == 0 and (tmp_path / "argv").read_text() == "--forcerun fit fit_meg fit_meg_heldout"
+    assert run_stage("fit", fit, [sys.executable, "-c", "raise SystemExit(3)"], tmp_path) == 3
+
+
 PHASE_RULES = {"fmri": ["simulate_fmri", "prepare_fmri", "fit", "evaluate"],
                "meg": ["simulate_meg", "meg_fixations", "preprocess_meg", "meg_crops", "fit_meg", "fit_meg_heldout",
                        "evaluate_meg"]}
@@ -166,6 +217,10 @@ def test_each_half_renders_alone_and_real_data_is_a_dependency():
 
 
 SMALL = REPO / "tests/configs/small.yaml"  # one model per half on tiny data: the params of every run here
+# A second fMRI model (a tiny MLP) for the fixture's run: changing one model's hyper-parameter refits that
+# model only, not the other model of the same rule.
+MLP = {"family": "mlp", "backbone": "clip_vitb32", "layers": [2], "tokens": ["global"], "hidden_units": 8,
+       "max_epochs": 2, "patience": 5, "batch_size": 16}
 
 
 def _run(cwd, *args):
@@ -218,8 +273,10 @@ def _stale(repo):
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """A fresh clone after `make run` on the small config."""
-    clone = _clone(tmp_path_factory.mktemp("dvc"), yaml.safe_load(SMALL.read_text()))
+    """A fresh clone after `make run` on the small config with a second fMRI model (mlp_cls)."""
+    params = yaml.safe_load(SMALL.read_text())
+    params["fmri"]["models"]["mlp_cls"] = MLP
+    clone = _clone(tmp_path_factory.mktemp("dvc"), params)
     assert not (clone / "dvc.lock").exists()
     _make(clone, "run")
     return clone
@@ -238,7 +295,6 @@ def test_fresh_clone_run_then_repro_reruns_only_what_changes_touch(made, tmp_pat
     _run(made, "git", "add", "-A")
     _run(made, "git", "commit", "-qm", "first run")
     features = made / "results/features/clip_vitb32/fmri_subj01.h5"
-    features_mtime = features.stat().st_mtime_ns
 
     # code: a change to a module or a workflow file marks exactly the stages that run it
     stages = _stages_of(made)
@@ -252,20 +308,46 @@ def test_fresh_clone_run_then_repro_reruns_only_what_changes_touch(made, tmp_pat
                                                          if "src/tbdencoder/io.py" in s["deps"]}
     assert _stale(made) == set()
 
-    _set_params(made, **{"fmri.fit.alphas": [1.0, 100.0, 1000.0, 10000.0]})
+    # one model's hyper-parameter: DVC reruns fit and evaluate; Snakemake refits that model only
+    before, lock = _mtimes(made), (made / "dvc.lock").read_text()
+    _set_params(made, **{"fmri.models.mlp_cls.max_epochs": 3})
     assert _ran(_make(made, "repro")) == {"fit", "evaluate"}
-    assert features.stat().st_mtime_ns == features_mtime
-    diff = json.loads(_run(made, "dvc", "metrics", "diff", "--json"))
-    assert "summary.ridge_grid.mean_r" in diff["results/metrics.json"]
+    newer = _newer(made, before)
+    assert {f for f in newer if f.startswith(("results/fits/", "results/features/", "results/fmri/", "results/meg/"))} \
+        == {"results/fits/subj01/lh/mlp_cls.h5", "results/fits/subj01/rh/mlp_cls.h5"}
+    assert "results/metrics/subj01.json" in newer and "results/metrics.json" in newer
+    assert (made / "dvc.lock").read_text() != lock and _stale(made) == set()  # DVC recorded the run
+    diff = json.loads(_run(made, "dvc", "metrics", "diff", "--json")).get("results/metrics.json", {})
+    assert not [key for key in diff if "ridge_grid" in key or "foveal" in key], diff
+
+    # deps changed, yet Snakemake has nothing to do (a comment in fit.smk): the stage succeeds, DVC records
+    # it; a module a rule runs changed (merge.py): that rule is forced, the others of the stage are not
+    before = _mtimes(made)
+    for path in ("workflow/rules/fit.smk", "src/tbdencoder/evaluate/merge.py"):
+        with open(made / path, "a") as edited:
+            edited.write("\n# edited\n")
+    out = _make(made, "repro")
+    assert _ran(out) == {"fit", "evaluate"} and "forcing merge_metrics (changed since dvc.lock" in out
+    assert set(_newer(made, before)) == {"results/metrics.json", "results/report.html"}
+    assert _stale(made) == set()
 
     _set_params(made, **{"features.backbones.clip_vitb32.grid_size": 3})
+    before = _mtimes(made)
     assert _ran(_make(made, "repro")) == {"features", "fit", "evaluate"}
+    # newer features (another stage's output) refit every model reading them: Snakemake's mtime trigger
+    fits = {f for f in before if f.startswith("results/fits/")}
+    assert len(fits) == 6 and fits <= set(_newer(made, before))
+    diff = json.loads(_run(made, "dvc", "metrics", "diff", "--json"))
+    assert "summary.ridge_grid.mean_r" in diff["results/metrics.json"]
     with __import__("h5py").File(features) as h5:
         assert h5["layers/block02/grid"].shape[1] == 9 * h5["layers/block02/global"].shape[1]
     _run(made, "git", "add", "-A")
     _run(made, "git", "commit", "-qm", "grid 3")
 
+    before = _mtimes(made)
     assert _ran(_run(made, "dvc", "exp", "run", "-S", "fmri.fit.cv_folds=4")) == {"fit", "evaluate"}
+    assert {f for f in _newer(made, before) if f.startswith("results/fits/")} == {
+        f"results/fits/subj01/{hemi}/{model}.h5" for hemi in ("lh", "rh") for model in ("ridge_grid", "mlp_cls")}
     table = pd.read_csv(io.StringIO(_run(made, "dvc", "exp", "show", "--csv")))
     experiment = table[table["Experiment"].notna() & (table["fmri.fit.cv_folds"] == 4)]
     assert len(experiment) == 1
@@ -277,6 +359,17 @@ def test_fresh_clone_run_then_repro_reruns_only_what_changes_touch(made, tmp_pat
 
 def _stages_of(repo):
     return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+
+
+def _mtimes(repo):
+    """{file under results/: its modification time in ns}."""
+    return {str(path.relative_to(repo)): path.stat().st_mtime_ns for path in (repo / "results").rglob("*")
+            if path.is_file()}
+
+
+def _newer(repo, before):
+    """The files under results/ written since `before` (an earlier `_mtimes`), or new."""
+    return sorted(f for f, mtime in _mtimes(repo).items() if before.get(f) != mtime)
 
 
 @pytest.mark.slow
@@ -291,12 +384,17 @@ def test_fresh_clone_pull_then_snakemake_recomputes_nothing(made, tmp_path):
     _run(tmp_path, "git", "clone", "-q", str(made), str(clone))
     # what `make pull` runs (make itself would build a second virtual environment in the clone)
     recipe = _run(REPO, "make", "--dry-run", "--always-make", "pull", "VENV=.venv")
-    assert "dvc pull" in recipe and "snakemake --touch" in recipe
+    assert "dvc pull" in recipe and "snakemake --touch --forceall" in recipe
     _run(clone, "dvc", "pull")
-    _run(clone, "snakemake", "--touch", "--cores", "1", "--quiet")
+    _run(clone, "snakemake", "--touch", "--forceall", "--cores", "1", "--quiet")
     dry = _run(clone, "snakemake", "--dry-run", "--workflow-profile", "workflow/profiles/default")
     assert "Nothing to be done" in dry, dry[-3000:]
     assert "Data and pipelines are up to date" in _run(clone, "dvc", "status")
+    # the touch recorded every job's params: one model's change schedules that model's fits only
+    _set_params(clone, **{"fmri.models.mlp_cls.max_epochs": 3})
+    dry = _run(clone, "snakemake", "--dry-run", "--workflow-profile", "workflow/profiles/default")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:")[1], re.M))
+    assert jobs.get("fit") == "2" and not {"fit_meg", "fit_meg_heldout", "features"} & set(jobs), jobs
 
 
 @pytest.mark.slow

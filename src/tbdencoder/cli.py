@@ -179,6 +179,15 @@ def _dvc_yaml(a: argparse.Namespace, write_dvc_yaml: Callable) -> None:
         print(f"{a.out}: rewritten from {a.params}")
 
 
+def _dvc_stage(a: argparse.Namespace, run_stage: Callable) -> None:
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not command:
+        raise ValueError("no command given (tbdencoder dvc-stage --stage NAME --rules RULE... -- snakemake ...)")
+    returncode = run_stage(a.stage, a.rules, command)
+    if returncode:
+        raise SystemExit(returncode)
+
+
 def _add_model_args(p: argparse.ArgumentParser, spec_help: str) -> None:
     p.add_argument("--model-name", required=True)
     p.add_argument("--spec", required=True, help=f"the model as one JSON object: {spec_help}")
@@ -325,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("dvc.yaml"))
     p.add_argument("--check", action="store_true", help="only check that dvc.yaml matches params.yaml")
     p.set_defaults(func=_dvc_yaml)
+
+    p = steps.add_parser("dvc-stage", help="run a DVC stage's Snakemake command (dvc.yaml's cmd), forcing only "
+                                           "the rules whose package code changed since dvc.lock")
+    p.add_argument("--stage", required=True, help="the stage's name in dvc.yaml (its record in dvc.lock)")
+    p.add_argument("--rules", nargs="+", required=True, help="the Snakemake rules the stage runs")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the Snakemake command line")
+    p.set_defaults(func=_dvc_stage)
     return parser
 
 

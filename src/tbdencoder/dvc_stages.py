@@ -15,12 +15,38 @@ run by `make repro`) instead of being kept by hand:
 Every stage's command starts with `tbdencoder dvc-yaml --check`, so a dvc.yaml that no longer
 matches params.yaml (a half added or removed, simulation switched off) stops `dvc repro` with a
 message saying how to regenerate it, instead of running stale stages.
+
+Who decides what reruns. DVC decides which stages run (a dep, param or out changed); inside a stage,
+Snakemake decides which jobs run, with its own rerun triggers: a job reruns when an input is newer
+than its outputs (an upstream stage rewrote it), when its set of inputs, its rule's shell command or
+its params changed (every params.yaml value a rule uses reaches it through `params:`, so changing one
+model's hyper-parameter reruns only that model's jobs). A stage whose deps changed but where
+Snakemake finds nothing to do succeeds, and DVC records the new dvc.lock. Outputs persist (DVC does
+not delete them before the command), so Snakemake sees the files of earlier runs. Snakemake cannot
+see two things, and for those the stage forces rules (`tbdencoder dvc-stage`, `run_stage`):
+
+- a change in a package module: Snakemake's code trigger compares a rule's shell text only. A rule is
+  forced when a module its step runs (the import closure of the CLI and the step's modules) differs
+  from the copy dvc.lock records for the stage (or is not recorded): editing `fit/meg.py` forces
+  `fit_meg` and `fit_meg_heldout`, not `fit`. Workflow files (Snakefile, .smk) need no forcing: what
+  they change reaches the jobs as params, inputs or shell text, which Snakemake compares.
+- no record to compare with: a stage without an entry in dvc.lock (nothing says which code made the
+  outputs there), or a workspace without Snakemake's metadata (`.snakemake/metadata`: a fresh clone
+  after a bare `dvc pull`, a `dvc exp run --temp` or queued experiment), where Snakemake would judge
+  by modification times alone. All the stage's rules are forced then. (`make pull` runs
+  `snakemake --touch --forceall`, which records the metadata of every job.)
+
+dvc.lock is read while the stage runs, before DVC rewrites it: it still holds the deps of the
+stage's last successful run.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +60,7 @@ from tbdencoder.steps import STEPS, step_modules
 PACKAGE = "tbdencoder"
 SNAKEMAKE = "snakemake --workflow-profile workflow/profiles/default"
 CHECK = "tbdencoder dvc-yaml --check"
+RUN = "tbdencoder dvc-stage"  # runs the stage's Snakemake command, forcing only rules whose code changed
 
 
 @dataclass
@@ -104,7 +131,7 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
 def render(params: dict[str, Any], root: Path) -> str:
     """dvc.yaml's text for `params` (a validated params.yaml) in the project at `root`."""
     rule_files = _rule_files(root)
-    src = root / "src" if (root / "src" / PACKAGE).is_dir() else Path(__file__).resolve().parents[1]
+    src = _src(root)
     stages = {}
     for name in PHASES:
         phase = _phase(name, params)
@@ -113,7 +140,7 @@ def render(params: dict[str, Any], root: Path) -> str:
         for rule in phase.rules:
             modules |= set(_step_modules(rule_files[rule][1]))
         code = ["Snakefile", "workflow/rules/common.smk", *smk, *sorted(_module_files(modules, src, root))]
-        command = [CHECK, f"{SNAKEMAKE} --forcerun {' '.join(phase.rules)}"
+        command = [CHECK, f"{RUN} --stage {name} --rules {' '.join(phase.rules)} -- {SNAKEMAKE}"
                    + (f" --until {' '.join(phase.until)}" if phase.until else "")]
         stage: dict[str, Any] = {"cmd": " && ".join(command), "deps": phase.deps + code, "params": phase.params}
         stage["outs"] = [{out: {"persist": True}} for out in phase.outs]
@@ -126,9 +153,10 @@ def render(params: dict[str, Any], root: Path) -> str:
                                                       "template": "bar_horizontal"}}]
         stages[name] = stage
     header = ("# Written by `tbdencoder dvc-yaml` from params.yaml (`make repro` does it): do not edit by hand.\n"
-              "# One stage per phase; each runs its phase's Snakemake rules (forced: DVC has decided they are\n"
-              "# stale) and lets Snakemake skip the phases upstream. Outputs persist: Snakemake needs the files\n"
-              "# of earlier runs to decide what to skip. How the stages are made: src/tbdencoder/dvc_stages.py.\n")
+              "# One stage per phase; each runs its phase's Snakemake rules, and Snakemake reruns only the jobs\n"
+              "# whose params, inputs or rule changed (`tbdencoder dvc-stage` forces the rules whose package\n"
+              "# code changed since dvc.lock). Outputs persist: Snakemake needs the files of earlier runs to\n"
+              "# decide what to skip. How the stages are made: src/tbdencoder/dvc_stages.py.\n")
     return header + yaml.safe_dump({"stages": stages, "plots": ["results/figures"]}, sort_keys=False, width=120)
 
 
@@ -146,6 +174,63 @@ def write_dvc_yaml(params_path: str | Path, out_path: str | Path, check: bool = 
         atomic_write_text(out_path, text)
         return True
     return False
+
+
+def forced_rules(stage: str, rules: list[str], root: Path) -> tuple[list[str], str]:
+    """The rules among `rules` (stage `stage`'s) that Snakemake must force, and why ("" when none).
+
+    Forced: every rule when dvc.lock has no record of the stage or Snakemake has no metadata in `root`;
+    otherwise each rule a package module of whose step differs from the stage's dvc.lock record.
+    """
+    lock_path = root / "dvc.lock"
+    lock = (yaml.safe_load(lock_path.read_text()) if lock_path.is_file() else None) or {}
+    record = (lock.get("stages") or {}).get(stage)
+    if record is None:
+        return list(rules), f"dvc.lock has no record of stage {stage}"
+    metadata = root / ".snakemake" / "metadata"
+    if not metadata.is_dir() or next(metadata.iterdir(), None) is None:
+        return list(rules), "Snakemake has no metadata here (.snakemake/metadata) to compare params with"
+    recorded = {dep["path"]: dep for dep in record.get("deps", [])}
+    rule_files, src = _rule_files(root), _src(root)
+    forced, changed = [], set()
+    for rule in rules:
+        files = _rule_code(rule_files[rule][1], src, root)
+        differ = {path for path in files if not _same_md5(root / path, recorded.get(path))}
+        if differ:
+            forced.append(rule)
+            changed |= differ
+    return forced, (f"changed since dvc.lock: {', '.join(sorted(changed))}" if forced else "")
+
+
+def run_stage(stage: str, rules: list[str], command: list[str], root: Path | None = None) -> int:
+    """Run a stage's Snakemake `command` in `root`, with `--forcerun` for the rules `forced_rules` picks."""
+    root = Path.cwd() if root is None else root
+    forced, why = forced_rules(stage, rules, root)
+    if forced:
+        command = [*command, "--forcerun", *forced]
+        print(f"{RUN} --stage {stage}: forcing {' '.join(forced)} ({why})", file=sys.stderr, flush=True)
+    return subprocess.run(command, cwd=root).returncode
+
+
+def _rule_code(rule_text: str, src: Path, root: Path) -> set[str]:
+    """The package files a rule's shell command runs (the CLI, its step's modules and all they import)."""
+    return _module_files({f"{PACKAGE}.cli", *_step_modules(rule_text)}, src, root)
+
+
+def _same_md5(path: Path, dep: dict[str, Any] | None) -> bool:
+    """Whether `path` has the content dvc.lock's `dep` entry records (DVC 3's md5, or DVC 2's md5 of the
+    text with CRLF line ends made LF)."""
+    if not dep or not path.is_file():
+        return False
+    data = path.read_bytes()
+    if dep.get("hash") != "md5":
+        data = data.replace(b"\r\n", b"\n")
+    return hashlib.md5(data).hexdigest() == dep.get("md5")
+
+
+def _src(root: Path) -> Path:
+    """The folder holding the package: the project's src/, else that of the installed copy running now."""
+    return root / "src" if (root / "src" / PACKAGE).is_dir() else Path(__file__).resolve().parents[1]
 
 
 def _rule_files(root: Path) -> dict[str, tuple[str, str]]:

@@ -27,6 +27,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "merge-metrics": ("tbdencoder.evaluate.merge:merge_metrics",),
     "validate-params": ("tbdencoder.config:load_params",),
     "dvc-yaml": ("tbdencoder.dvc_stages:write_dvc_yaml",),
+    "dvc-stage": ("tbdencoder.dvc_stages:run_stage",),
 }
 
 
