@@ -33,6 +33,13 @@ class MegFit:
     training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # per outer fold (gradient-trained)
 
 
+def r_halves(prediction: np.ndarray, target: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(2, ...) within-fold r over alternate outer folds (1st, 3rd, ... / 2nd, 4th, ...): what is chosen by r on
+    one half is scored on the other (meg_metrics.cross_fit)."""
+    half = np.searchsorted(np.unique(folds), folds) % 2
+    return np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h]) for h in (0, 1)])
+
+
 def _strings(value) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
@@ -85,12 +92,10 @@ def read_fit(path: str | Path, data: np.ndarray, fixation_ids: list[str], ch_nam
     if len(fold_values) < 2:
         raise ValueError(f"{path}: predictions of {len(fold_values)} outer fold; expected at least 2 (`fold`)")
     target = data[[row[fid] for fid in fit_ids]]
-    half = np.searchsorted(fold_values, folds) % 2
     return MegFit(path=path, model=str(attrs["model"]), scheme=str(attrs["scheme"]),
                   streams=_strings(attrs["streams"]), subject=str(attrs["subject"]),
                   random_init_features=bool(attrs["random_init_features"]), n_fixations=len(fit_ids),
                   r=pearson_r_within_folds(prediction, target, folds),
-                  r_halves=np.stack([pearson_r_within_folds(prediction[half == h], target[half == h], folds[half == h])
-                                     for h in (0, 1)]),
+                  r_halves=r_halves(prediction, target, folds),
                   scene_sums=scene_sums(prediction, target, folds, scenes),
                   block_weight=block_weight, block_names=block_names, training_curves=training_curves)

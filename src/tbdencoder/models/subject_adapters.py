@@ -192,39 +192,72 @@ class SubjectAdapters:
         ys = [((Y[s] - self.intercept_[s]) / self.y_scale_[s]).astype(np.float32) for s in self.subjects_]
         self.keys_ = {s: target_keys(targets[s], Y[s].shape[1] // self.times_) for s in self.subjects_}
         self.union_keys_ = np.unique(np.concatenate(list(self.keys_.values())))
-        union = [np.searchsorted(self.union_keys_, self.keys_[s]) for s in self.subjects_]
+        self.union_rows_ = [np.searchsorted(self.union_keys_, self.keys_[s]) for s in self.subjects_]
         self._positions = {s: targets[s] for s in self.subjects_}  # read only if a new subject has unknown keys
         torch.manual_seed(self.seed)
         self.network_ = AdapterNetwork(X.shape[1], self.rank, self.times_, self.trunk, self.hidden_units, self.dropout,
                                        [len(self.keys_[s]) for s in self.subjects_],
-                                       union if self.subject_dropout > 0 else None, len(self.union_keys_))
+                                       self.union_rows_ if self.subject_dropout > 0 else None, len(self.union_keys_))
         fit_rows, validation_rows = validation_split(len(X), self.validation_fraction, self.seed, groups)
         Xs = self._standardise(X)
         code = np.array([index[s] for s in subjects])
+        if self.trunk == "linear":
+            self._reduced_rank_start(Xs[fit_rows], code[fit_rows], row[fit_rows], ys)
         data = [SubjectsData(Xs[rows], code[rows], row[rows], ys) for rows in (fit_rows, validation_rows)]
         result = trainer.train_on(self.network_, *data, self.settings, forward=_forward(self.subject_dropout),
                           device=self.device, checkpoint=self.checkpoint,
                           label=f"subject_adapters {len(self.subjects_)} subjects {X.shape}")
         self.train_loss_, self.validation_loss_, self.best_epoch_ = (result.train_loss, result.validation_loss,
                                                                      result.best_epoch)
-        self._mean_adapter(union)
+        self.mean_weight_ = self._union_mean([w.detach().numpy() for w in self.network_.weight])
+        self.mean_bias_ = self._union_mean([b.detach().numpy() for b in self.network_.bias])
         self.validation_r2_ = self._validation_r2(Xs[validation_rows], code[validation_rows], row[validation_rows], ys)
         self.calibrated_: dict[str, dict[str, np.ndarray]] = {}
         return self
 
+    def _reduced_rank_start(self, Xs: np.ndarray, code: np.ndarray, row: np.ndarray, ys: list[np.ndarray]) -> None:
+        """Start the linear trunk and the adapters at the joint reduced-rank solution: each subject's ridge map
+        (p -> C_s x T, penalties by CV over `alphas`) as a (C_s, p T) matrix, stacked over subjects, truncated to
+        `rank` by SVD; its left factor gives the adapters, its right one the trunk (balanced). Gradient training
+        from a random start on weak, noisy targets stops far from this optimum."""
+        from tbdencoder.models.ridge import RidgeEncoder
+
+        maps = []
+        for s, y in enumerate(ys):
+            mine = code == s
+            model = RidgeEncoder(alphas=self.alphas, cv_folds=min(5, int(mine.sum()))).fit(Xs[mine], y[row[mine]])
+            coef = model.coef_ / model.x_scale_[:, None]  # (p, C_s T) on Xs
+            maps.append(coef.reshape(len(coef), -1, self.times_).transpose(1, 0, 2).reshape(-1, len(coef) * self.times_))
+        stacked = np.concatenate(maps).astype(np.float64)  # (sum C_s, p T)
+        values, vectors = np.linalg.eigh(stacked @ stacked.T)
+        top = np.argsort(values)[::-1][:self.rank]
+        singular = np.sqrt(np.clip(values[top], 1e-12, None))
+        left = vectors[:, top] * np.sqrt(singular)  # (sum C_s, rank)
+        right = (vectors[:, top] / np.sqrt(singular)).T @ stacked  # (rank, p T)
+        trunk = right.reshape(self.rank, Xs.shape[1], self.times_).transpose(0, 2, 1).reshape(-1, Xs.shape[1])
+        with torch.no_grad():
+            self.network_.trunk[0].weight.copy_(torch.as_tensor(trunk))
+            self.network_.trunk[0].bias.zero_()
+            start = 0
+            for s, y in enumerate(ys):
+                width = len(self.network_.weight[s])
+                self.network_.weight[s].copy_(torch.as_tensor(left[start:start + width]))
+                start += width
+            if self.network_.shared_weight is not None:
+                widths = np.cumsum([len(w) for w in self.network_.weight])[:-1]
+                self.network_.shared_weight.copy_(torch.as_tensor(self._union_mean(np.split(left, widths))))
+
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
 
-    def _mean_adapter(self, union: list[np.ndarray]) -> None:
-        """At each union key, the mean over the subjects that have it of their adapter rows."""
-        weight = np.zeros((len(self.union_keys_), self.rank))
-        bias = np.zeros((len(self.union_keys_), self.times_))
+    def _union_mean(self, per_subject: list[np.ndarray]) -> np.ndarray:
+        """(union keys, ...) at each key the mean over the subjects that have it of their rows of `per_subject`."""
+        total = np.zeros((len(self.union_keys_), *per_subject[0].shape[1:]))
         count = np.zeros(len(self.union_keys_))
-        for s, rows in enumerate(union):
-            np.add.at(weight, rows, self.network_.weight[s].detach().numpy())
-            np.add.at(bias, rows, self.network_.bias[s].detach().numpy())
+        for rows, values in zip(self.union_rows_, per_subject):
+            np.add.at(total, rows, values)
             np.add.at(count, rows, 1)
-        self.mean_weight_, self.mean_bias_ = weight / count[:, None], bias / count[:, None]
+        return total / count.reshape(-1, *[1] * (total.ndim - 1))
 
     def _latent(self, Xs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -287,32 +320,35 @@ class SubjectAdapters:
 
     def calibrate(self, X: FeatureSet | np.ndarray, Y: np.ndarray, subject: str, *, groups: np.ndarray | None = None,
                   targets: dict[str, Any] | None = None) -> "SubjectAdapters":
-        """Fit `subject`'s adapter on its k rows (X, Y) with the trunk frozen: ridge on the centred latent,
-        shrunk toward the new-subject rule's adapter, one penalty per channel by K-fold CV over `alphas`
-        (`calibration_folds`, grouped by `groups`)."""
+        """Fit `subject`'s adapter on its k rows (X, Y) with the trunk frozen: ridge on the centred latent (its
+        components scaled to unit sd), shrunk toward the new-subject rule's adapter, one penalty for all channels
+        by K-fold CV over `alphas` (per-channel penalties chosen on k rows overfit the noisy channels)
+        (`calibration_folds`, at most one per group of `groups`: whole scenes; rows when fewer than 2 groups)."""
         from sklearn.model_selection import GroupKFold, KFold
 
         Y = np.asarray(Y, np.float64)
-        if len(Y) < max(3, self.calibration_folds):
-            raise ValueError(f"calibrating {subject} needs at least {max(3, self.calibration_folds)} rows, "
-                             f"got {len(Y)}")
+        if len(Y) < 3:
+            raise ValueError(f"calibrating {subject} needs at least 3 rows, got {len(Y)}")
         z = self._latent(self._standardise(as_matrix(X))).astype(np.float64)
         channels = Y.shape[1] // self.times_
         prior, _ = self.rule_adapter(targets, channels)
+        z_scale = np.where(z.std((0, 2)) > 0, z.std((0, 2)), 1.0)  # components on one scale: one penalty fits all
+        z, prior = z / z_scale[:, None], prior * z_scale
         mean, scale = Y.mean(0), np.where(Y.std(0) > 0, Y.std(0), 1.0)
         y = ((Y - mean) / scale).reshape(len(Y), channels, self.times_)
-        splitter = KFold(self.calibration_folds) if groups is None else GroupKFold(self.calibration_folds)
+        grouped = groups is not None and len(np.unique(groups)) >= 2
+        splits = min(self.calibration_folds, len(np.unique(groups)) if grouped else len(Y))
+        splitter = GroupKFold(splits) if grouped else KFold(splits)
         error = np.zeros((len(self.alphas), channels))
         for train, test in splitter.split(z, groups=groups):
             for a, delta in enumerate(_shrunk_ridge(z[train], y[train], prior, self.alphas)):
                 z_test = z[test] - z[train].mean(0)
                 y_test = y[test] - y[train].mean(0)
                 error[a] += ((y_test - np.einsum("nrt,cr->nct", z_test, prior + delta)) ** 2).sum((0, 2))
-        best = error.argmin(0)
-        deltas = _shrunk_ridge(z, y, prior, self.alphas)
-        weight = prior + np.stack([deltas[a][c] for c, a in enumerate(best)])
-        self.calibrated_[subject] = {"weight": weight, "z_mean": z.mean(0), "mean": mean, "scale": scale,
-                                     "alpha": np.asarray(self.alphas)[best]}
+        best = int(error.sum(1).argmin())
+        weight = (prior + _shrunk_ridge(z, y, prior, [self.alphas[best]])[0]) / z_scale
+        self.calibrated_[subject] = {"weight": weight, "z_mean": z.mean(0) * z_scale[:, None], "mean": mean,
+                                     "scale": scale, "alpha": self.alphas[best]}
         return self
 
     # ---- prediction and what a fits file keeps ----
