@@ -190,3 +190,14 @@ def test_adapters_beat_pooled_ridge_where_head_positions_differ_and_not_where_th
     assert abs(control_gain) < gain / 2, (differ, same)
     assert differ["adapters_k200"] > differ["k0_mean"] + 0.03  # the k-shot curve rises
     assert abs(differ["ridge_k200"] - differ["adapters_k200"]) < 0.03 < differ["adapters_k25"] - differ["ridge_k25"]
+
+
+@pytest.mark.parametrize("shape", [(40, 6), (6, 40)])
+def test_balanced_factors_are_the_truncated_svd_either_way(shape):
+    from tbdencoder.models.subject_adapters import _balanced_factors
+
+    matrix = np.random.default_rng(5).standard_normal(shape)
+    left, right = _balanced_factors(matrix, 3)
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    np.testing.assert_allclose(left @ right, (u[:, :3] * s[:3]) @ vt[:3], atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(left, axis=0), np.linalg.norm(right, axis=1), rtol=1e-10)

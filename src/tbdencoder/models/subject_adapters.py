@@ -228,12 +228,7 @@ class SubjectAdapters:
             model = RidgeEncoder(alphas=self.alphas, cv_folds=min(5, int(mine.sum()))).fit(Xs[mine], y[row[mine]])
             coef = model.coef_ / model.x_scale_[:, None]  # (p, C_s T) on Xs
             maps.append(coef.reshape(len(coef), -1, self.times_).transpose(1, 0, 2).reshape(-1, len(coef) * self.times_))
-        stacked = np.concatenate(maps).astype(np.float64)  # (sum C_s, p T)
-        values, vectors = np.linalg.eigh(stacked @ stacked.T)
-        top = np.argsort(values)[::-1][:self.rank]
-        singular = np.sqrt(np.clip(values[top], 1e-12, None))
-        left = vectors[:, top] * np.sqrt(singular)  # (sum C_s, rank)
-        right = (vectors[:, top] / np.sqrt(singular)).T @ stacked  # (rank, p T)
+        left, right = _balanced_factors(np.concatenate(maps), self.rank)  # (sum C_s, rank), (rank, p T)
         trunk = right.reshape(self.rank, Xs.shape[1], self.times_).transpose(0, 2, 1).reshape(-1, Xs.shape[1])
         with torch.no_grad():
             self.network_.trunk[0].weight.copy_(torch.as_tensor(trunk))
@@ -443,6 +438,21 @@ class AdaptedSubject:
 
     def state(self) -> dict[str, np.ndarray]:
         return {"validation_r2": self.state_["validation_r2"]}
+
+
+def _balanced_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best rank-`rank` approximation of `matrix` (m, n) as left (m, rank) @ right (rank, n), both factors
+    scaled by the square roots of the singular values; through the eigenvectors of the smaller Gram matrix
+    (MEG: few channels, many features x times; fMRI: many vertices, few features)."""
+    matrix = np.asarray(matrix, np.float64)
+    tall = matrix.shape[0] > matrix.shape[1]
+    gram = matrix.T @ matrix if tall else matrix @ matrix.T
+    values, vectors = np.linalg.eigh(gram)
+    top = np.argsort(values)[::-1][:rank]
+    singular = np.sqrt(np.clip(values[top], 1e-12, None))
+    if tall:  # vectors are the right singular vectors
+        return (matrix @ vectors[:, top]) / np.sqrt(singular), (vectors[:, top] * np.sqrt(singular)).T
+    return vectors[:, top] * np.sqrt(singular), (vectors[:, top] / np.sqrt(singular)).T @ matrix
 
 
 def _shrunk_ridge(z: np.ndarray, y: np.ndarray, prior: np.ndarray, alphas: list[float]) -> list[np.ndarray]:
