@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tbdencoder.config import joint_models
+
 from test_workflow import REPO, new_workdir
 
 # config -> (jobs at most, fMRI models, MEG models)
 BUDGETS = {
-    "science.yaml": (64, {"ridge_cls", "ridge_grid", "banded_grid", "mlp_cls"}, {"foveal", "dual", "dual_banded", "dual_mlp"}),
+    "science.yaml": (64, {"ridge_cls", "ridge_grid", "banded_grid", "mlp_cls"}, {"foveal", "dual", "dual_banded", "dual_adapters"}),
     "small.yaml": (22, {"ridge_grid"}, {"foveal"}),
 }
 
@@ -44,6 +46,9 @@ def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
     total = jobs.pop("total")
     assert total <= budget, (config, total, jobs)
     n_fmri_units = len(params["fmri"]["subjects"]) * len(params["fmri"]["hemispheres"])
-    n_meg_units = len(params["meg"]["subjects"]) + len(params["meg"]["heldout_subjects"])
     assert jobs["fit"] == n_fmri_units * len(fmri_models)
-    assert jobs.get("fit_meg", 0) + jobs.get("fit_meg_heldout", 0) == n_meg_units * len(meg_models)
+    joint = joint_models(params["meg"]["models"])  # one job per model, all training subjects at once
+    n_training, n_heldout = len(params["meg"]["subjects"]), len(params["meg"]["heldout_subjects"])
+    assert jobs.get("fit_meg", 0) == n_training * (len(meg_models) - len(joint))
+    assert jobs.get("fit_meg_joint", 0) == len(joint) and jobs.get("fit_meg_heldout", 0) == n_heldout * len(meg_models)
+    assert jobs.get("kshot_meg", 0) == n_heldout * len(joint)

@@ -43,6 +43,9 @@ def test_every_registered_family_has_tiny_settings_and_a_schema_entry():
     families = {name for name, cls in FAMILIES.items() if cls.__module__.startswith("tbdencoder.")}
     assert families == set(TINY), "give each family tiny settings here"
     assert families == set(load_schema()["$defs"]["families"])
+    for name in families:  # the workflow reads the schema's flag, the driver the class's: they must agree
+        assert bool(load_schema()["$defs"]["families"][name].get("many_subjects")) == \
+            bool(getattr(FAMILIES[name], "many_subjects", False)), name
 
 
 def _of_subject(family: str, targets: dict, subject: str) -> dict:

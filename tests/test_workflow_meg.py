@@ -37,6 +37,7 @@ def test_meg_outputs_exist_with_documented_shapes(workflow_run):
     assert set(banded) == {f"{s}:block0{l}/global" for s in ("foveal", "parafoveal") for l in (3, 6)}
     assert metrics["subjects"][HELDOUT]["models"]["dual"]["scheme"] == "heldout_subject"
     assert metrics["subjects"]["sub-02"]["models"]["foveal"]["scheme"] == "scene_cv"
+    assert metrics["subjects"]["sub-02"]["models"]["dual_adapters"]["scheme"] == "joint_scene_cv"  # one job, 3 subjects
     with h5py.File(workflow_run / "results/meg/sub-01/epochs.h5") as h5:
         onset = h5["grad/onset"]
         assert onset.shape[1:] == (204, 51) and onset.dtype == np.float32  # -0.1..0.4 s at 100 Hz
@@ -47,7 +48,7 @@ def test_meg_outputs_exist_with_documented_shapes(workflow_run):
         assert sorted(h5["fixation_id"].asstr()[:]) == sorted(epoch_ids)
     with h5py.File(workflow_run / "results/meg/sub-01/stimuli.h5") as h5:
         assert h5["pixels"].shape[1:] == (76, 76, 3)  # 2 dva on the 37.5 cm / 1024 px screen at 80 cm
-    for subject in (*TRAINING, HELDOUT):  # dual_banded has block weights and dual_mlp training curves: no notice
+    for subject in (*TRAINING, HELDOUT):  # dual_banded has block weights, dual_adapters training curves: no notice
         for figure in MEG_FIGURES if subject in TRAINING else MEG_FIGURES[:3]:
             assert_drawn(workflow_run / f"results/figures/meg_{subject}_{figure}.png")
     assert (workflow_run / "results/features/clip_vitb32/meg_sub-01.h5").exists()  # the shared feature stage
@@ -92,6 +93,20 @@ def test_heldout_subject_is_predicted_from_the_others(workflow_run):
     assert heldout["foveal"] > 0.05, heldout
     with h5py.File(workflow_run / f"results/fits/meg/{HELDOUT}/foveal.h5") as h5:
         assert list(h5.attrs["train_subjects"]) == TRAINING
+
+
+def test_the_heldout_subject_from_k_of_its_fixations(workflow_run, workflow_report):
+    """The k-shot comparison of the model of several subjects: every condition scored, the curve in metrics.json
+    and drawn, in the report."""
+    kshot = json.loads((workflow_run / "results/metrics.json").read_text())["meg"]["kshot"][HELDOUT]["dual_adapters"]
+    assert kshot["ks"] == [10, 40]
+    assert set(kshot["r_at_peak"]) == {"pooled_ridge", "k0_mean", "k0_shared", "adapters_k10", "ridge_k10",
+                                       "adapters_k40", "ridge_k40"}
+    assert all(np.isfinite(value) for value in kshot["r_at_peak"].values())
+    assert kshot["curve"]["adapters"] == [kshot["r_at_peak"]["adapters_k10"], kshot["r_at_peak"]["adapters_k40"]]
+    figure = f"results/figures/kshot_meg_{HELDOUT}_dual_adapters.png"
+    assert_drawn(workflow_run / figure)
+    assert_report_figure(workflow_report, workflow_run, figure, "meg_kshot.rst", HELDOUT)
 
 
 def test_report_holds_the_meg_figures(workflow_run, workflow_report):

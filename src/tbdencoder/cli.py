@@ -40,6 +40,8 @@ SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
     "features": (("features.backbones.*",),
                  '{"features.backbones.clip": {"library": "open_clip", "model": "ViT-B-32", "pretrained": "openai", '
                  '"random_init": false, "seed": 0, "layers": [6, 12], "grid_size": 2, "batch_size": 32}}'),
+    "kshot-meg": (("meg.evaluation",), '{"meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": 10, '
+                                      '"kshot_sizes": [25, 50, 100, 200]}}'),
     "evaluate": (("fmri.evaluation",),
                  '{"fmri.evaluation": {"submission_model": "ridge_grid", "figure_roi_classes": ["streams"]}}'),
     "evaluate-meg": (("meg.screen", "meg.noise_ceiling", "meg.evaluation"),
@@ -113,6 +115,18 @@ def _fit_meg_heldout(a: argparse.Namespace, fit_meg_heldout: Callable) -> None:
                     spec=_spec(a, "meg"), device=a.device, from_fits=_from_fits(a))
 
 
+def _fit_meg_joint(a: argparse.Namespace, fit_meg_joint: Callable) -> None:
+    fit_meg_joint(a.epochs, a.features, a.out, model_name=a.model_name, spec=_spec(a, "meg"), device=a.device,
+                  from_fits=_from_fits(a))
+
+
+def _kshot_meg(a: argparse.Namespace, kshot_meg_subject: Callable) -> None:
+    (evaluation,) = _settings(a, "kshot-meg")
+    kshot_meg_subject(a.train_epochs, a.train_features, a.epochs, a.features, a.metrics_out, a.figure_out,
+                      model_name=a.model_name, spec=_spec(a, "meg"), ks=evaluation["kshot_sizes"],
+                      n_best_sensors=evaluation["n_best_sensors"], device=a.device)
+
+
 def _evaluate_meg(a: argparse.Namespace, evaluate_meg_subject: Callable, screen_geometry: type) -> None:
     screen, noise_ceiling, evaluation = _settings(a, "evaluate-meg")
     figures = {"r_time": a.figure_r_time, "topomap": a.figure_topomap, "dual_vs_foveal": a.figure_dual_vs_foveal,
@@ -166,7 +180,7 @@ def _evaluate(a: argparse.Namespace, evaluate_subject: Callable) -> None:
 
 
 def _merge_metrics(a: argparse.Namespace, merge_metrics: Callable) -> None:
-    merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs)
+    merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs, kshot_inputs=a.kshot_inputs)
 
 
 def _validate_params(a: argparse.Namespace, load_params: Callable) -> None:
@@ -188,13 +202,16 @@ def _dvc_stage(a: argparse.Namespace, run_stage: Callable) -> None:
         raise SystemExit(returncode)
 
 
-def _add_model_args(p: argparse.ArgumentParser, spec_help: str) -> None:
+def _add_model_args(p: argparse.ArgumentParser, spec_help: str, outs: str | None = None) -> None:
+    """--model-name, --spec, --from-fits, --device and --out (`outs`: None for one fits file, "+" for one per
+    subject, "" for none)."""
     p.add_argument("--model-name", required=True)
     p.add_argument("--spec", required=True, help=f"the model as one JSON object: {spec_help}")
     p.add_argument("--from-fits", nargs="*", default=[], metavar="MODEL=PATH",
                    help="the fits files of the spec's from_models (for a family that reads other models' fits)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", type=Path, required=True)
+    if outs != "":
+        p.add_argument("--out", type=Path, required=True, nargs=outs)
 
 
 def _add_settings(p: argparse.ArgumentParser, step: str) -> None:
@@ -290,6 +307,25 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys")
         p.set_defaults(func=func)
 
+    p = steps.add_parser("fit-meg-joint", help="one model of several subjects (e.g. subject_adapters) for the MEG "
+                                               "training subjects at once, folds over all their scenes")
+    p.add_argument("--epochs", type=Path, nargs="+", required=True, help="every training subject's epochs.h5")
+    p.add_argument("--features", type=Path, nargs="+", required=True, help="their crop features, in that order")
+    _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys", outs="+")
+    p.set_defaults(func=_fit_meg_joint)
+
+    p = steps.add_parser("kshot-meg", help="a held-out subject from k of its fixations: a model of several "
+                                           "subjects calibrated on them, against pooled and per-subject ridge")
+    p.add_argument("--epochs", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--train-epochs", type=Path, nargs="+", required=True)
+    p.add_argument("--train-features", type=Path, nargs="+", required=True)
+    p.add_argument("--metrics-out", type=Path, required=True)
+    p.add_argument("--figure-out", type=Path, required=True)
+    _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys", outs="")
+    _add_settings(p, "kshot-meg")
+    p.set_defaults(func=_kshot_meg)
+
     p = steps.add_parser("evaluate-meg", help="score a MEG subject's fits; noise ceiling, figures, metrics")
     p.add_argument("--epochs", type=Path, required=True)
     p.add_argument("--fits", type=Path, nargs="+", required=True)
@@ -322,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = steps.add_parser("merge-metrics", help="merge per-subject metrics into results/metrics.json")
     p.add_argument("--inputs", type=Path, nargs="*", default=[], help="per-subject fMRI metrics")
     p.add_argument("--meg-inputs", type=Path, nargs="*", default=[], help="per-subject MEG metrics")
+    p.add_argument("--kshot-inputs", type=Path, nargs="*", default=[], help="held-out MEG subjects' k-shot metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
 

@@ -96,6 +96,12 @@ def family_defaults(family: str) -> dict[str, Any]:
     return _defaults(load_schema()["$defs"]["families"][family])
 
 
+def joint_models(models: dict[str, dict[str, Any]]) -> list[str]:
+    """The models whose family is fitted on every training subject at once (`many_subjects` in the schema)."""
+    families = load_schema()["$defs"]["families"]
+    return [name for name, model in models.items() if families.get(model["family"], {}).get("many_subjects")]
+
+
 def section_schema(path: str) -> dict[str, Any]:
     """The schema of the params.yaml section at dotted `path` ('meg.preprocessing', 'features.backbones.<name>')."""
     schema: Any = load_schema()

@@ -20,6 +20,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     "fit": ("tbdencoder.fit.fmri:fit_fmri",),
     "fit-meg": ("tbdencoder.fit.meg:fit_meg_subject",),
     "fit-meg-heldout": ("tbdencoder.fit.meg:fit_meg_heldout",),
+    "fit-meg-joint": ("tbdencoder.fit.meg:fit_meg_joint",),
+    "kshot-meg": ("tbdencoder.evaluate.kshot_meg:kshot_meg_subject",),
     "predict": ("tbdencoder.fit.fmri:predict_stimuli", "tbdencoder.fit.meg:predict_meg_stimuli",
                 "tbdencoder.fit.driver:open_fit"),
     "evaluate": ("tbdencoder.evaluate.evaluate_fmri:evaluate_subject",),

@@ -1,5 +1,5 @@
 # Shared names and input functions.
-from tbdencoder.config import simulation
+from tbdencoder.config import joint_models, simulation
 from tbdencoder.data.avs import subject_label
 
 # Each half is optional: a params file without `fmri` runs the MEG
@@ -14,6 +14,7 @@ MEG = config.get("meg", {})
 MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
 MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]
 MEG_MODELS = MEG.get("models", {})
+MEG_JOINT = joint_models(MEG_MODELS)  # fitted on every training subject at once (one job per model)
 SIMULATE_MEG = simulation(config, "meg")
 MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal", "preferred_block", "training"]
 

@@ -51,6 +51,7 @@ rule merge_metrics:
     input:
         fmri=expand("results/metrics/{subject}.json", subject=SUBJECTS),
         meg=expand("results/metrics/meg_{subject}.json", subject=MEG_SUBJECTS + MEG_HELDOUT),
+        kshot=expand("results/metrics/kshot_meg_{subject}_{model}.json", subject=MEG_HELDOUT, model=MEG_JOINT),
     output:
         "results/metrics.json",
     log:
@@ -58,4 +59,5 @@ rule merge_metrics:
     conda:
         "../envs/tbdencoder.yaml"
     shell:
-        "tbdencoder merge-metrics --inputs {input.fmri} --meg-inputs {input.meg} --out {output} > {log} 2>&1"
+        "tbdencoder merge-metrics --inputs {input.fmri} --meg-inputs {input.meg} --kshot-inputs {input.kshot}"
+        " --out {output} > {log} 2>&1"

@@ -64,6 +64,7 @@ rule fit_meg:
         "results/fits/meg/{subject}/{model}.h5",
     wildcard_constraints:
         subject="|".join(MEG_SUBJECTS) or "^$",
+        model="|".join(m for m in MEG_MODELS if m not in MEG_JOINT) or "^$",
     params:
         args=meg_fit_args,
     log:
@@ -78,6 +79,72 @@ rule fit_meg:
     shell:
         "tbdencoder --threads {threads} fit-meg --epochs {input.epochs} --features {input.features}"
         " {params.args} --device {resources.device} --out {output} > {log} 2>&1"
+
+
+rule fit_meg_joint:
+    """One model of several subjects (subject_adapters) fitted on every training subject at once, in folds over
+    all their scenes; each subject's out-of-fold predictions in its own fits file."""
+    input:
+        epochs=expand("results/meg/{subject}/epochs.h5", subject=MEG_SUBJECTS),
+        features=lambda wc: [meg_model_features(wc, subject) for subject in MEG_SUBJECTS],
+    output:
+        expand("results/fits/meg/{subject}/{{model}}.h5", subject=MEG_SUBJECTS),
+    wildcard_constraints:
+        model="|".join(MEG_JOINT) or "^$",
+    params:
+        spec=lambda wc: model_spec(MEG_MODELS[wc.model], MEG["fit"]),
+    log:
+        "logs/fit_meg/joint_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/fit_meg/joint_{model}.tsv"
+    threads: 2
+    resources:
+        device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
+    shell:
+        "tbdencoder --threads {threads} fit-meg-joint --epochs {input.epochs} --features {input.features}"
+        " --model-name {wildcards.model} --spec {params.spec} --device {resources.device} --out {output}"
+        " > {log} 2>&1"
+
+
+rule kshot_meg:
+    """A held-out subject from k of its fixations: a model of several subjects calibrated on them, side by side
+    with ridge pooled over the training subjects and ridge on the same k fixations alone."""
+    input:
+        epochs="results/meg/{subject}/epochs.h5",
+        features=meg_model_features,
+        train_epochs=expand("results/meg/{train}/epochs.h5", train=MEG_SUBJECTS),
+        train_features=lambda wc: [meg_model_features(wc, train) for train in MEG_SUBJECTS],
+    output:
+        metrics="results/metrics/kshot_meg_{subject}_{model}.json",
+        figure=report(
+            "results/figures/kshot_meg_{subject}_{model}.png",
+            caption="../report/meg_kshot.rst",
+            category="MEG",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "figure": "k-shot {model}"},
+        ),
+    wildcard_constraints:
+        subject="|".join(MEG_HELDOUT) or "^$",
+        model="|".join(MEG_JOINT) or "^$",
+    params:
+        spec=lambda wc: model_spec(MEG_MODELS[wc.model], MEG["fit"]),
+        settings=settings("meg.evaluation"),
+    log:
+        "logs/kshot_meg/{subject}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/kshot_meg/{subject}_{model}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} kshot-meg --epochs {input.epochs} --features {input.features}"
+        " --train-epochs {input.train_epochs} --train-features {input.train_features}"
+        " --model-name {wildcards.model} --spec {params.spec} --device {resources.device}"
+        " --metrics-out {output.metrics} --figure-out {output.figure} --settings {params.settings} > {log} 2>&1"
 
 
 rule fit_meg_heldout:

@@ -12,12 +12,17 @@ from tbdencoder.io import atomic_write_text
 
 
 def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
-                  meg_inputs: list[str | Path] | None = None) -> None:
+                  meg_inputs: list[str | Path] | None = None, kshot_inputs: list[str | Path] | None = None) -> None:
     """results/metrics.json, compact enough for `dvc metrics show`: the fMRI summary (fmri_summary) and, under
-    `meg`, the MEG summary (meg_summary) when MEG metrics are given."""
+    `meg`, the MEG summary (meg_summary) when MEG metrics are given, with the k-shot comparisons of held-out
+    subjects (evaluate.kshot_meg) under `meg.kshot.<subject>.<model>`."""
     merged = fmri_summary(subject_metrics)
     if meg_inputs:
         merged["meg"] = meg_summary(meg_inputs)
+    for path in kshot_inputs or []:
+        data = json.loads(Path(path).read_text())
+        merged.setdefault("meg", {}).setdefault("kshot", {}).setdefault(data["subject"], {})[data["model"]] = {
+            key: data[key] for key in ("ks", "r_at_peak", "curve")}
     atomic_write_text(out_path, json.dumps(merged, indent=2))
 
 
@@ -52,13 +57,14 @@ def meg_summary(metric_paths: list[str | Path]) -> dict:
         data = json.loads(Path(path).read_text())
         data.pop("times", None)
         for entry in data["models"].values():
-            entry.pop("mean_r_over_time", None)
+            for key in [key for key in entry if "_over_time" in key]:  # per-time lists: in the subject's json
+                del entry[key]
         subjects[data["subject"]] = data
     training: dict[str, list[dict]] = {}
     heldout: dict[str, dict[str, float]] = {}
     for label, data in subjects.items():
         for model, entry in data["models"].items():
-            if entry["scheme"] == "scene_cv":
+            if entry["scheme"] in ("scene_cv", "joint_scene_cv"):
                 training.setdefault(model, []).append(entry)
             elif entry["scheme"] == "heldout_subject":
                 heldout.setdefault(label, {})[model] = entry["mean_r_at_peak"]

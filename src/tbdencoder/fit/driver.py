@@ -102,6 +102,36 @@ def fit_by_folds(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fol
     return FoldFits(prediction, row_fold, states, artifacts)
 
 
+def fit_joint_by_folds(spec: dict[str, Any], pool: Rows, folds: list[Fold], *, targets: dict[str, Any] | None = None,
+                       device: str = "auto", checkpoint_dir: str | Path | None = None,
+                       from_fits: dict[str, str] | None = None, label: str = "") -> dict[str, FoldFits]:
+    """One model of several subjects (a `many_subjects` family) per fold, fitted on the fold's training rows of
+    every subject of `pool` at once, predicting the fold's rows of each (`fold.predict` indexes the pool; MEG:
+    all subjects share `targets`). Per subject: its rows' predictions and folds, each fold's state and artifacts."""
+    names = list(dict.fromkeys(pool.subjects))
+    local = {s: np.flatnonzero(pool.subjects == s) for s in names}
+    prediction = {s: np.zeros((len(local[s]), pool.Y.shape[1]), dtype=np.float32) for s in names}
+    row_fold = {s: np.full(len(local[s]), -1, dtype=np.int64) for s in names}
+    states, artifacts = {s: [] for s in names}, {s: [] for s in names}
+    per_subject = {s: targets for s in names}
+    for index, fold in enumerate(folds):
+        train, rows = pool.take(fold.train), pool.take(fold.predict)
+        checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"fold{index}.pt"
+        model = build_encoder(spec, device, checkpoint, from_fits)
+        model.fit(train.X, {s: train.Y[train.subjects == s] for s in names if (train.subjects == s).any()},
+                  groups=train.groups, subjects=train.subjects, targets=per_subject)
+        predicted = model.predict(rows.X, subjects=rows.subjects, targets=per_subject)
+        for s in names:
+            if s in predicted:
+                where = np.searchsorted(local[s], fold.predict[rows.subjects == s])
+                prediction[s][where], row_fold[s][where] = predicted[s], index
+            states[s].append(model.subject_state(s, targets))
+            artifacts[s].append(model.subject_artifacts(s, targets))
+        log.info("%s fold %d/%d: %s fitted on %d rows of %d subjects, predicted %d rows", label, index + 1, len(folds),
+                 spec["family"], int(fold.train.sum()), len(names), len(fold.predict))
+    return {s: FoldFits(prediction[s], row_fold[s], states[s], artifacts[s]) for s in names}
+
+
 def _fit_subjects_fold(model, train: Rows, rows: Rows, targets: dict[str, Any] | None):
     """A fold of a family fitted on several subjects at once: fit on the pool's subjects (targets per subject,
     here all of one shape, MEG's), predict the fold's rows, which are one subject's (the pool's own, or a new

@@ -35,8 +35,8 @@ import numpy as np
 from tbdencoder.data.meg import read_epochs
 from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.features.identity import check_same_network, verify_features
-from tbdencoder.fit.driver import (Fold, Rows, checkpoint_dir, fit_by_folds, open_fit, read_artifacts, scene_folds,
-                                   training_sha256, write_artifacts)
+from tbdencoder.fit.driver import (Fold, FoldFits, Rows, checkpoint_dir, fit_by_folds, fit_joint_by_folds, open_fit,
+                                   read_artifacts, scene_folds, training_sha256, write_artifacts)
 from tbdencoder.io import atomic_path, get_logger, write_strings
 from tbdencoder.models.base import Encoder, reload_encoder
 
@@ -96,7 +96,7 @@ def load_rows(epochs_path: str | Path, features_path: str | Path, streams: list[
     return MegRows(subject, ids, scenes, X, Y, ch_names, sensor_positions, np.asarray(times), random_init)
 
 
-def _family_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def family_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec a family sees: its inner CV folds are `inner_folds`."""
     return {**spec, "cv_folds": spec["inner_folds"]}
 
@@ -122,9 +122,14 @@ class MegProblem:
 
 
 def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: list[str] | None = None,
-                train_features: list[str] | None = None) -> MegProblem:
+                train_features: list[str] | None = None, joint_epochs: list[str] | None = None,
+                joint_features: list[str] | None = None) -> MegProblem:
     """Within subject (no training files): the subject's own rows, scene-grouped folds. Held-out subject: the
-    training subjects' rows (a shared sensor space) predict the subject's, each fold without its scenes."""
+    training subjects' rows (a shared sensor space) predict the subject's, each fold without its scenes. Joint
+    (`joint_*`: every training subject's files, the subject's among them): one model of several subjects per
+    fold of the scenes of all of them (`joint_scenes_folds`), the subject's rows of the fold predicted."""
+    if joint_epochs is not None:
+        return _joint_problem(spec, str(epochs), [str(e) for e in joint_epochs], [str(f) for f in joint_features])
     streams, layers, tokens = spec["streams"], spec["layers"], spec["tokens"]
     target = load_rows(epochs, features, streams, layers, tokens)
     inputs = {"epochs": str(epochs), "features": str(features)}
@@ -147,6 +152,61 @@ def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: 
     return MegProblem(inputs, pool, target, folds, scheme, train_subjects)
 
 
+def _joint_parts(spec: dict[str, Any], epochs: list[str], features: list[str]) -> tuple[list[MegRows], Rows,
+                                                                                        list[Fold]]:
+    """Every subject's rows, stacked as one pool, and the folds of the scenes of all of them (a scene is never
+    in training and in test, whoever saw it)."""
+    if len(epochs) != len(features) or not epochs:
+        raise ValueError(f"need one features file per epochs file, got {len(epochs)} and {len(features)}")
+    parts = [load_rows(e, f, spec["streams"], spec["layers"], spec["tokens"]) for e, f in zip(epochs, features)]
+    for path, rows in zip(epochs[1:], parts[1:]):
+        if rows.ch_names != parts[0].ch_names or not np.allclose(rows.times, parts[0].times):
+            raise ValueError(f"{path}: channels or epoch times differ from {epochs[0]}; a model of several subjects "
+                             "needs a shared sensor space (same channel names and times)")
+    pool = Rows.stack([rows.rows() for rows in parts])
+    folds = scene_folds(pool.groups, pool.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"], "joint")
+    return parts, pool, folds
+
+
+def _subject_folds(folds: list[Fold], pool: Rows, subject: str) -> list[Fold]:
+    """The pool's folds with each fold's predicted rows narrowed to `subject`'s, as indices into its own rows."""
+    local = np.cumsum(pool.subjects == subject) - 1
+    return [Fold(fold.train, local[fold.predict[pool.subjects[fold.predict] == subject]]) for fold in folds]
+
+
+def _joint_problem(spec: dict[str, Any], epochs: str, joint_epochs: list[str],
+                   joint_features: list[str]) -> MegProblem:
+    parts, pool, folds = _joint_parts(spec, joint_epochs, joint_features)
+    if epochs not in joint_epochs:
+        raise ValueError(f"{epochs}: not among the joint fit's epochs files {joint_epochs}")
+    target = parts[joint_epochs.index(epochs)]
+    inputs = {"epochs": epochs, "features": joint_features[joint_epochs.index(epochs)], "joint_epochs": joint_epochs,
+              "joint_features": joint_features}
+    return MegProblem(inputs, pool, target, _subject_folds(folds, pool, target.subject), "joint_scene_cv",
+                      [rows.subject for rows in parts])
+
+
+def fit_meg_joint(epochs_paths: list[str | Path], features_paths: list[str | Path], out_paths: list[str | Path], *,
+                  model_name: str, spec: dict[str, Any], device: str = "auto",
+                  from_fits: dict[str, str] | None = None) -> None:
+    """One model of several subjects (a `many_subjects` family) per fold of all the subjects' scenes, fitted on
+    every subject's training rows at once; each subject's fits file (`out_paths`, in the order of the epochs)
+    holds its out-of-fold predictions, as `fit_meg_subject` writes them."""
+    start = time.perf_counter()
+    epochs, features = [str(e) for e in epochs_paths], [str(f) for f in features_paths]
+    parts, pool, folds = _joint_parts(spec, epochs, features)
+    fits = fit_joint_by_folds(family_spec(spec), pool, folds, targets=meg_targets(parts[0]), device=device,
+                              checkpoint_dir=checkpoint_dir(out_paths[0]), from_fits=from_fits,
+                              label=f"joint {model_name}")
+    inputs = {"joint_epochs": epochs, "joint_features": features}
+    for path, rows, out in zip(epochs, parts, out_paths):
+        problem = MegProblem({"epochs": path, "features": features[epochs.index(path)], **inputs}, pool, rows,
+                             _subject_folds(folds, pool, rows.subject), "joint_scene_cv",
+                             [part.subject for part in parts])
+        _write(problem, fits[rows.subject], out, model_name, spec, from_fits, start)
+    shutil.rmtree(checkpoint_dir(out_paths[0]), ignore_errors=True)
+
+
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
                     spec: dict[str, Any], device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
     """Out-of-fold predictions of one subject's epochs, folds grouped by scene. `from_fits`: the fits files of
@@ -166,9 +226,17 @@ def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[
          from_fits: dict[str, str] | None) -> None:
     start = time.perf_counter()
     rows = problem.target
-    fits = fit_by_folds(_family_spec(spec), problem.pool, rows.rows(), problem.folds, targets=meg_targets(rows),
+    fits = fit_by_folds(family_spec(spec), problem.pool, rows.rows(), problem.folds, targets=meg_targets(rows),
                         device=device, checkpoint_dir=checkpoint_dir(out_path), from_fits=from_fits,
                         label=f"{rows.subject} {model_name}")
+    _write(problem, fits, out_path, model_name, spec, from_fits, start)
+    shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
+
+
+def _write(problem: MegProblem, fits: FoldFits, out_path: str | Path, model_name: str, spec: dict[str, Any],
+           from_fits: dict[str, str] | None, start: float) -> None:
+    """A subject's fits file (the module docstring's layout)."""
+    rows = problem.target
     shape = (len(rows.ch_names), len(rows.times))
     prediction, states = fits.prediction, fits.states
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
@@ -196,7 +264,6 @@ def _fit(problem: MegProblem, out_path: str | Path, model_name: str, spec: dict[
              problem.scheme, "+".join(spec["streams"]), (rows.X.n_rows, sum(rows.X.block_sizes)), prediction.shape[1],
              len(states), time.perf_counter() - start,
              " (features from a RANDOM-INIT network)" if rows.random_init_features else "")
-    shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
 
 
 @dataclass
