@@ -52,3 +52,18 @@ def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
     assert jobs.get("fit_meg", 0) == n_training * (len(meg_models) - len(joint))
     assert jobs.get("fit_meg_joint", 0) == len(joint) and jobs.get("fit_meg_heldout", 0) == n_heldout * len(meg_models)
     assert jobs.get("kshot_meg", 0) == n_heldout * len(joint)
+
+
+def test_a_model_of_several_subjects_is_one_job_per_hemisphere_and_model(tmp_path):
+    """fMRI: a subject_adapters model is fitted by rule fit_joint once per hemisphere (all subjects at once), not by
+    rule fit per subject (a dry run of the science config with one such model added)."""
+    params = yaml.safe_load((REPO / "tests/configs/science.yaml").read_text())
+    params["fmri"]["models"]["adapters"] = {"family": "subject_adapters", "backbone": "clip_vitb32", "layers": [3],
+                                            "tokens": ["global"], "rank": 2}
+    config = tmp_path / "joint.yaml"
+    config.write_text(yaml.safe_dump(params))
+    (tmp_path / "run").mkdir()
+    jobs = planned_jobs(new_workdir(tmp_path / "run", config))
+    n_units = len(params["fmri"]["subjects"]) * len(params["fmri"]["hemispheres"])
+    assert jobs["fit_joint"] == len(params["fmri"]["hemispheres"])
+    assert jobs["fit"] == n_units * (len(params["fmri"]["models"]) - 1)

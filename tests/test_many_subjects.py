@@ -2,6 +2,8 @@
 of different widths reach a `many_subjects` family together; any other family is fitted per subject exactly
 as if each subject were fitted alone."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -94,3 +96,22 @@ def test_a_single_subject_family_over_several_subjects_fits_each_alone(two_subje
 def test_a_subject_given_twice_is_refused(two_subjects):
     with pytest.raises(ValueError, match="subject subj01 is given twice"):
         fit_fmri_subjects([two_subjects[0], two_subjects[0]], "lh", "m", {**SPEC, "family": "ridge"}, device="cpu")
+
+
+def test_the_joint_fit_step_writes_each_subjects_fits_and_they_reload(two_subjects):
+    """`tbdencoder fit-joint`: subject_adapters over both subjects (120 and 90 vertices), one fits file each,
+    reloaded to the stored predictions."""
+    from tbdencoder.cli import main
+    from tbdencoder.fit.fmri import load_fitted
+
+    spec = {**SPEC, "family": "subject_adapters", "rank": 2, "max_epochs": 4, "patience": 2, "batch_size": 16}
+    assert main(["fit-joint", "--features", *[str(u.features) for u in two_subjects], "--responses",
+                 *[str(u.responses) for u in two_subjects], "--hemisphere", "lh", "--model-name", "adapters",
+                 "--spec", json.dumps(spec), "--device", "cpu", "--out", *[str(u.out) for u in two_subjects]]) == 0
+    for unit, width in zip(two_subjects, (120, 90)):
+        with h5py.File(unit.out) as h5, h5py.File(unit.responses) as responses:
+            stored = h5["test_prediction"][:]
+            assert stored.shape == (len(responses["test_stimulus_id"]), width) and h5.attrs["family"] == "subject_adapters"
+            test_ids = list(responses["test_stimulus_id"].asstr()[:])
+        np.testing.assert_allclose(load_fitted(unit.out, device="cpu").predict(unit.features, test_ids), stored,
+                                   rtol=1e-4, atol=1e-5)

@@ -154,6 +154,10 @@ def _fit(a: argparse.Namespace, fit_fmri: Callable) -> None:
              from_fits=_from_fits(a))
 
 
+def _fit_joint(a: argparse.Namespace, fit_fmri_joint: Callable) -> None:
+    fit_fmri_joint(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device)
+
+
 def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable, open_fit: Callable) -> None:
     inputs = [a.fit, *a.features, *(a.train_features or []), *([a.responses] if a.responses else [])]
     clash = [path for path in inputs if Path(path).resolve() == Path(a.out).resolve()
@@ -281,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
     _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys")
     p.set_defaults(func=_fit)
+
+    p = steps.add_parser("fit-joint", help="one model of several subjects (e.g. subject_adapters) for a hemisphere "
+                                           "of every subject at once")
+    p.add_argument("--features", type=Path, nargs="+", required=True,
+                   help="per subject (in the order of --responses) one features file per backbone of the model")
+    p.add_argument("--responses", type=Path, nargs="+", required=True, help="one responses.h5 per subject")
+    p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
+    _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys", outs="+")
+    p.set_defaults(func=_fit_joint)
 
     p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fit (fMRI or MEG)")
     p.add_argument("--fit", type=Path, required=True,

@@ -18,6 +18,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "meg-crops": ("tbdencoder.data.crop_stimuli:write_crop_stimuli", "tbdencoder.data.crops:ScreenGeometry"),
     "features": ("tbdencoder.features.extract:extract_features",),
     "fit": ("tbdencoder.fit.fmri:fit_fmri",),
+    "fit-joint": ("tbdencoder.fit.fmri:fit_fmri_joint",),
     "fit-meg": ("tbdencoder.fit.meg:fit_meg_subject",),
     "fit-meg-heldout": ("tbdencoder.fit.meg:fit_meg_heldout",),
     "fit-meg-joint": ("tbdencoder.fit.meg:fit_meg_joint",),

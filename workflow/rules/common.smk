@@ -8,6 +8,7 @@ FMRI = config.get("fmri", {})
 SUBJECTS = FMRI.get("subjects", [])
 HEMISPHERES = FMRI.get("hemispheres", [])
 MODELS = FMRI.get("models", {})
+JOINT = joint_models(MODELS)  # fitted on every subject at once (one job per model and hemisphere)
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = simulation(config, "fmri")  # None: the user's data
 MEG = config.get("meg", {})
@@ -32,11 +33,11 @@ def dataset_dir():
     return FMRI["dataset_dir"]
 
 
-def model_features(wildcards):
+def model_features(wildcards, subject=None):
     """One features file per backbone of the model (`backbone`: a name, or a list of names combined)."""
     backbone = MODELS[wildcards.model]["backbone"]
     names = [backbone] if isinstance(backbone, str) else backbone
-    return [f"results/features/{name}/fmri_{wildcards.subject}.h5" for name in names]
+    return [f"results/features/{name}/fmri_{subject or wildcards.subject}.h5" for name in names]
 
 
 

@@ -6,6 +6,8 @@ rule fit:
         from_fits=lambda wc: list(model_fits(wc).values()),
     output:
         "results/fits/{subject}/{hemi}/{model}.h5",
+    wildcard_constraints:
+        model="|".join(m for m in MODELS if m not in JOINT) or "^$",
     params:
         spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
         from_fits=from_fits_args,
@@ -24,3 +26,30 @@ rule fit:
         " --device {resources.device}"
         " --out {output}"
         " > {log} 2>&1"
+
+
+rule fit_joint:
+    """One model of several subjects (subject_adapters) for a hemisphere of every subject at once: each subject
+    its own vertices; one fits file per subject, where evaluation reads them."""
+    input:
+        features=lambda wc: [path for subject in SUBJECTS for path in model_features(wc, subject)],
+        responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+    output:
+        expand("results/fits/{subject}/{{hemi}}/{{model}}.h5", subject=SUBJECTS),
+    wildcard_constraints:
+        model="|".join(JOINT) or "^$",
+    params:
+        spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
+    log:
+        "logs/fit/joint_{hemi}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/fit/joint_{hemi}_{model}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} fit-joint --features {input.features} --responses {input.responses}"
+        " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec}"
+        " --device {resources.device} --out {output} > {log} 2>&1"

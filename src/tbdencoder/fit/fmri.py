@@ -111,6 +111,21 @@ def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, s
              time.perf_counter() - start)
 
 
+def fit_fmri_joint(features_paths: list[str | Path], responses_paths: list[str | Path], hemisphere: str,
+                   model_name: str, spec: dict[str, Any], out_paths: list[str | Path], device: str = "auto") -> None:
+    """One model of several subjects (a `many_subjects` family) for a hemisphere of every subject at once: one
+    responses.h5 and one fits file per subject, and per subject one features file per backbone of the model
+    (`features_paths` subject by subject, in the order of `responses_paths`)."""
+    if len(out_paths) != len(responses_paths) or len(features_paths) % max(1, len(responses_paths)):
+        raise ValueError(f"expected one fits file per responses file and the same number of features files for "
+                         f"each subject, got {len(responses_paths)} responses, {len(out_paths)} fits files and "
+                         f"{len(features_paths)} features files")
+    per = len(features_paths) // len(responses_paths)
+    units = [FmriUnit([str(f) for f in features_paths[i * per:(i + 1) * per]], responses, out)
+             for i, (responses, out) in enumerate(zip(responses_paths, out_paths))]
+    fit_fmri_subjects(units, hemisphere, model_name, spec, device)
+
+
 def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name: str, spec: dict[str, Any],
                train: Rows, fit: FoldFits, from_fits: dict[str, str] | None) -> None:
     (state,) = fit.states
