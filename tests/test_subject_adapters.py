@@ -131,6 +131,67 @@ def test_different_vertex_sets_share_adapter_rows_by_fsaverage_vertex():
         model.rule_adapter({"fsaverage_index": new_index, "hemisphere": "lh"}, 4)
 
 
+class _Rows:
+    """The least array-like `fit` takes: a shape and rows read by sorted indices (nothing else of numpy's)."""
+
+    def __init__(self, values):
+        self.values, self.shape = values, values.shape
+
+    def __getitem__(self, rows):
+        rows = np.asarray(rows)
+        assert rows.ndim == 1 and np.all(np.diff(rows) > 0)
+        return self.values[rows]
+
+
+@pytest.mark.parametrize("trunk", ["linear", "mlp"])
+def test_targets_on_disk_fit_as_targets_in_memory(tmp_path, monkeypatch, trunk):
+    """Targets as h5py datasets (read by blocks of rows: a few rows per block here) or as a bare array-like give
+    the fit the in-memory targets give: the same standardisation, predictions and validation R^2."""
+    import tbdencoder.models.subject_adapters as module
+
+    rng = np.random.default_rng(6)
+    index = {"a": np.arange(0, 20), "b": np.arange(10, 40)}
+    X = rng.standard_normal((150, 6))
+    Y = {"a": 3 + 2 * rng.standard_normal((70, 20)), "b": rng.standard_normal((80, 30)) - 1}
+    subjects = np.repeat(["a", "b"], [70, 80])
+    targets = {s: _vertex_targets(i) for s, i in index.items()}
+    settings = {**FAST, "rank": 2, "trunk": trunk, "max_epochs": 8}
+    memory = SubjectAdapters(**settings).fit(X, Y, subjects=subjects, targets=targets)
+    monkeypatch.setattr(module, "READ_VALUES", 7 * 30)  # blocks of 7 to 10 rows: moments and R^2 combined
+    with h5py.File(tmp_path / "targets.h5", "w") as h5:
+        for s, y in Y.items():
+            h5.create_dataset(s, data=y, chunks=(1, y.shape[1]))
+    with h5py.File(tmp_path / "targets.h5", "r") as h5:
+        disk = SubjectAdapters(**settings).fit(X, {s: h5[s] for s in Y}, subjects=subjects, targets=targets)
+    bare = SubjectAdapters(**settings).fit(X, {s: _Rows(y) for s, y in Y.items()}, subjects=subjects, targets=targets)
+    X_new = rng.standard_normal((30, 6))
+    expected = memory.predict(X_new, subjects=np.repeat(["a", "b"], 15), targets=targets)
+    for model in (disk, bare):
+        for s in Y:
+            np.testing.assert_allclose(model.intercept_[s], memory.intercept_[s], rtol=1e-6)
+            np.testing.assert_allclose(model.y_scale_[s], memory.y_scale_[s], rtol=1e-6)
+            np.testing.assert_allclose(model.validation_r2_[s], memory.validation_r2_[s], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(model.train_loss_, memory.train_loss_, rtol=1e-5)
+        predicted = model.predict(X_new, subjects=np.repeat(["a", "b"], 15), targets=targets)
+        for s in Y:
+            np.testing.assert_allclose(predicted[s], expected[s], rtol=1e-5, atol=1e-5 * np.abs(expected[s]).max())
+
+
+def test_rows_on_disk_are_read_in_the_order_asked():
+    from tbdencoder.models.subject_adapters import read_rows
+
+    values = np.arange(40.0).reshape(20, 2)
+    for rows in ([3, 1, 1, 19], [5, 6, 7, 8, 6]):  # sparse: a point selection; dense: slices
+        np.testing.assert_array_equal(read_rows(_Rows(values), np.array(sorted(set(rows)))), values[sorted(set(rows))])
+    import io
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5["y"] = values
+        for rows in ([3, 1, 1, 19], [5, 6, 7, 8, 6], []):
+            np.testing.assert_array_equal(read_rows(h5["y"], np.array(rows, np.int64)), values[rows])
+
+
 def test_the_shared_rule_needs_subject_dropout():
     with pytest.raises(ValueError, match="new_subject: shared needs subject_dropout > 0"):
         SubjectAdapters(new_subject="shared", subject_dropout=0.0)

@@ -25,13 +25,22 @@ the training subjects' keys. A subject not trained on is read out by:
 
 A new subject's predictions before calibration are in its standardised units (its mean and scale are unknown):
 correlation-based scores are unaffected.
+
+Targets on disk (NSD: 8 subjects x ~9,000 images x ~40,000 vertices, 11.5 GB of float32): `fit` takes, for each
+subject, a numpy array (standardised in memory, as small data always was) or an h5py dataset / any array-like with
+`.shape` and indexing by sorted rows. Then the per-target mean and sd come from a pass over row blocks, batches
+read and standardise only their rows (`StandardisedRows`), the validation loss and R^2 go through row blocks, and
+the reduced-rank start holds one subject's training rows at a time (its ridge needs them: 7,200 x 40,000 float32,
+1.2 GB at NSD scale); no copy of all targets is ever made.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -46,6 +55,74 @@ from tbdencoder.models.trainer import TrainSettings
 
 DEFAULTS = family_defaults("subject_adapters")
 NEW_SUBJECT_RULES = ("mean", "shared")
+READ_VALUES = 2**23  # target values per block of rows read from disk (moments, validation R^2): 32 MB of float32
+VALIDATION_VALUES = 2**26  # target values per validation batch of the trainer (256 MB of float32)
+
+
+def read_rows(data: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (any order, repeats allowed) of a rows-first array: a numpy array, an h5py dataset (read as
+    contiguous slices where the rows are dense, as a sorted point selection where they are sparse: h5py's point
+    selections are slow for thousands of rows), or any array-like indexable by sorted row indices."""
+    rows = np.asarray(rows, np.int64)
+    if isinstance(data, np.ndarray):
+        return data[rows]
+    unique, order = np.unique(rows, return_inverse=True)
+    if len(unique) == 0:
+        return np.empty((0, *data.shape[1:]), dtype=getattr(data, "dtype", np.float32))
+    if isinstance(data, h5py.Dataset) and unique[-1] - unique[0] + 1 <= 2 * len(unique):
+        block = max(1, READ_VALUES // max(1, int(np.prod(data.shape[1:]))))
+        parts = []
+        for start in range(int(unique[0]), int(unique[-1]) + 1, block):
+            wanted = unique[(unique >= start) & (unique < start + block)]
+            if len(wanted):
+                parts.append(data[start:int(wanted[-1]) + 1][wanted - start])
+        values = np.concatenate(parts)
+    else:
+        values = np.asarray(data[unique])
+    return values[order]
+
+
+def row_blocks(n_rows: int, width: int, values: int | None = None) -> list[slice]:
+    """Consecutive slices of `n_rows` rows holding at most `values` (default READ_VALUES) values of `width` each."""
+    block = max(1, (READ_VALUES if values is None else values) // max(1, width))
+    return [slice(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
+
+
+def column_moments(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, sd) of each column of a rows-first (n, C) array-like, float64, by blocks of rows (Chan's pairwise
+    combination of block means and sums of squared deviations: no full copy, no cancellation)."""
+    n_rows, width = data.shape[0], int(np.prod(data.shape[1:]))
+    count, mean, m2 = 0, np.zeros(width), np.zeros(width)
+    for block in row_blocks(n_rows, width):
+        values = np.asarray(read_rows(data, np.arange(block.start, block.stop)), np.float64).reshape(-1, width)
+        k = len(values)
+        block_mean = values.mean(0)
+        block_m2 = ((values - block_mean) ** 2).sum(0)
+        delta = block_mean - mean
+        mean = mean + delta * (k / (count + k))
+        m2 = m2 + block_m2 + delta**2 * (count * k / (count + k))
+        count += k
+    return mean, np.sqrt(m2 / count)
+
+
+class StandardisedRows:
+    """A subject's targets kept where they are (an h5py dataset on disk, or any array-like of rows), read a few
+    rows at a time and standardised as they are read: `(rows - mean) / scale` as float32, the values the
+    in-memory path stores for the whole array."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, data: Any, mean: np.ndarray, scale: np.ndarray):
+        self.data, self.mean, self.scale = data, mean, scale
+        self.shape = tuple(data.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if np.isscalar(rows):
+            return self[np.array([rows])][0]
+        return ((read_rows(self.data, rows) - self.mean) / self.scale).astype(np.float32)
 
 
 def n_times(targets: dict[str, Any] | None) -> int:
@@ -182,14 +259,19 @@ class SubjectAdapters:
         row = np.zeros(len(X), np.int64)
         for s in self.subjects_:
             mine = subjects == s
-            if mine.sum() != len(Y[s]):
-                raise ValueError(f"subject {s}: {mine.sum()} feature rows but {len(Y[s])} target rows")
+            if mine.sum() != Y[s].shape[0]:
+                raise ValueError(f"subject {s}: {mine.sum()} feature rows but {Y[s].shape[0]} target rows")
             row[mine] = np.arange(mine.sum())
         self.x_mean_, self.x_scale_ = X.mean(0), X.std(0)
         self.x_scale_[self.x_scale_ == 0] = 1.0
-        self.intercept_ = {s: Y[s].mean(0).astype(np.float32) for s in self.subjects_}
-        self.y_scale_ = {s: np.where(Y[s].std(0) > 0, Y[s].std(0), 1.0).astype(np.float32) for s in self.subjects_}
-        ys = [((Y[s] - self.intercept_[s]) / self.y_scale_[s]).astype(np.float32) for s in self.subjects_]
+        self.intercept_, self.y_scale_, ys = {}, {}, []
+        for s in self.subjects_:  # numpy arrays: standardised in memory; anything else (on disk): as it is read
+            in_memory = isinstance(Y[s], np.ndarray)
+            mean, sd = (Y[s].mean(0), Y[s].std(0)) if in_memory else column_moments(Y[s])
+            self.intercept_[s] = mean.astype(np.float32)
+            self.y_scale_[s] = np.where(sd > 0, sd, 1.0).astype(np.float32)
+            ys.append(((Y[s] - self.intercept_[s]) / self.y_scale_[s]).astype(np.float32) if in_memory
+                      else StandardisedRows(Y[s], self.intercept_[s], self.y_scale_[s]))
         self.keys_ = {s: target_keys(targets[s], Y[s].shape[1] // self.times_) for s in self.subjects_}
         self.union_keys_ = np.unique(np.concatenate(list(self.keys_.values())))
         self.union_rows_ = [np.searchsorted(self.union_keys_, self.keys_[s]) for s in self.subjects_]
@@ -204,7 +286,12 @@ class SubjectAdapters:
         if self.trunk == "linear":
             self._reduced_rank_start(Xs[fit_rows], code[fit_rows], row[fit_rows], ys)
         data = [SubjectsData(Xs[rows], code[rows], row[rows], ys) for rows in (fit_rows, validation_rows)]
-        result = trainer.train_on(self.network_, *data, self.settings, forward=_forward(self.subject_dropout),
+        # the validation loss in batches of at most VALIDATION_VALUES targets (NSD: 1,677 rows of 40,000 vertices,
+        # not all 14,400 validation rows of 8 subjects at once); one batch, as before, below that
+        widest = max(y.shape[1] for y in ys)
+        settings = replace(self.settings, validation_batch_size=max(self.settings.batch_size,
+                                                                    VALIDATION_VALUES // max(1, widest)))
+        result = trainer.train_on(self.network_, *data, settings, forward=_forward(self.subject_dropout),
                           device=self.device, checkpoint=self.checkpoint,
                           label=f"subject_adapters {len(self.subjects_)} subjects {X.shape}")
         self.train_loss_, self.validation_loss_, self.best_epoch_ = (result.train_loss, result.validation_loss,
@@ -222,13 +309,22 @@ class SubjectAdapters:
         from a random start on weak, noisy targets stops far from this optimum."""
         from tbdencoder.models.ridge import RidgeEncoder
 
-        maps = []
+        p = Xs.shape[1]
+        widths = [y.shape[1] // self.times_ for y in ys]
+        maps = np.empty((sum(widths), p * self.times_), np.float32)  # (sum C_s, p T): 1 GB at NSD scale
+        start = 0
         for s, y in enumerate(ys):
             mine = code == s
-            model = RidgeEncoder(alphas=self.alphas, cv_folds=min(5, int(mine.sum()))).fit(Xs[mine], y[row[mine]])
+            targets = y[row[mine]]  # a subject on disk: its training rows, standardised, one subject at a time
+            model = RidgeEncoder(alphas=self.alphas, cv_folds=min(5, int(mine.sum())), device=self.device).fit(
+                Xs[mine], targets)
+            del targets
             coef = model.coef_ / model.x_scale_[:, None]  # (p, C_s T) on Xs
-            maps.append(coef.reshape(len(coef), -1, self.times_).transpose(1, 0, 2).reshape(-1, len(coef) * self.times_))
-        left, right = _balanced_factors(np.concatenate(maps), self.rank)  # (sum C_s, rank), (rank, p T)
+            maps[start:start + widths[s]] = coef.reshape(p, -1, self.times_).transpose(1, 0, 2).reshape(-1, p * self.times_)
+            start += widths[s]
+            del model, coef
+        left, right = _balanced_factors(maps, self.rank)  # (sum C_s, rank), (rank, p T)
+        del maps
         trunk = right.reshape(self.rank, Xs.shape[1], self.times_).transpose(0, 2, 1).reshape(-1, Xs.shape[1])
         with torch.no_grad():
             self.network_.trunk[0].weight.copy_(torch.as_tensor(trunk))
@@ -259,18 +355,25 @@ class SubjectAdapters:
             return self.network_(torch.as_tensor(Xs)).numpy()
 
     def _validation_r2(self, Xs: np.ndarray, code: np.ndarray, row: np.ndarray, ys: list[np.ndarray]) -> dict:
-        """Per subject, each target's R^2 on the validation rows (standardised units), NaN without 2 rows."""
+        """Per subject, each target's R^2 on the validation rows (standardised units), NaN without 2 rows; through
+        blocks of rows (READ_VALUES targets each), the sums of squares about the mean combined pairwise."""
         z = self._latent(Xs)
         out = {}
         for s, name in enumerate(self.subjects_):
-            mine = code == s
-            if mine.sum() < 2:
+            mine = np.flatnonzero(code == s)
+            if len(mine) < 2:
                 out[name] = np.full(ys[s].shape[1], np.nan, np.float32)
                 continue
-            prediction = self._readout(z[mine], *self._own(s))
-            truth = ys[s][row[mine]]
-            residual = ((truth - prediction) ** 2).sum(0)
-            total = ((truth - truth.mean(0)) ** 2).sum(0)
+            weight, bias = self._own(s)
+            count, mean, total, residual = 0, 0.0, 0.0, 0.0
+            for block in row_blocks(len(mine), ys[s].shape[1]):
+                positions = mine[block]
+                truth = ys[s][row[positions]]
+                residual = residual + ((truth - self._readout(z[positions], weight, bias)) ** 2).sum(0, np.float64)
+                k, block_mean = len(truth), truth.mean(0)
+                delta = block_mean - mean
+                total = total + ((truth - block_mean) ** 2).sum(0, np.float64) + delta**2 * (count * k / (count + k))
+                mean, count = mean + delta * (k / (count + k)), count + k
             out[name] = (1 - residual / np.maximum(total, 1e-12)).astype(np.float32)
         return out
 
@@ -444,14 +547,20 @@ def _balanced_factors(matrix: np.ndarray, rank: int) -> tuple[np.ndarray, np.nda
     """The best rank-`rank` approximation of `matrix` (m, n) as left (m, rank) @ right (rank, n), both factors
     scaled by the square roots of the singular values; through the eigenvectors of the smaller Gram matrix
     (MEG: few channels, many features x times; fMRI: many vertices, few features)."""
-    matrix = np.asarray(matrix, np.float64)
+    matrix = np.asarray(matrix)
     tall = matrix.shape[0] > matrix.shape[1]
-    gram = matrix.T @ matrix if tall else matrix @ matrix.T
+    if tall:  # float64 by blocks of rows: no float64 copy of a tall float32 matrix (NSD: 320,000 x 768)
+        blocks = row_blocks(len(matrix), matrix.shape[1])
+        gram = sum(np.asarray(matrix[b], np.float64).T @ np.asarray(matrix[b], np.float64) for b in blocks)
+    else:
+        matrix = np.asarray(matrix, np.float64)
+        gram = matrix @ matrix.T
     values, vectors = np.linalg.eigh(gram)
     top = np.argsort(values)[::-1][:rank]
     singular = np.sqrt(np.clip(values[top], 1e-12, None))
     if tall:  # vectors are the right singular vectors
-        return (matrix @ vectors[:, top]) / np.sqrt(singular), (vectors[:, top] * np.sqrt(singular)).T
+        left = np.concatenate([np.asarray(matrix[b], np.float64) @ vectors[:, top] for b in blocks])
+        return left / np.sqrt(singular), (vectors[:, top] * np.sqrt(singular)).T
     return vectors[:, top] * np.sqrt(singular), (vectors[:, top] / np.sqrt(singular)).T @ matrix
 
 
