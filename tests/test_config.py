@@ -263,6 +263,7 @@ def test_a_backbone_entry_is_checked_under_its_own_name(params):
 
 
 def test_simulation_settings_default_to_the_schema(params):
+    params["fmri"]["heldout_subjects"] = []
     params["simulate"] = {"fmri": {"n_vertices": [100, 100]}, "meg": {}}
     assert validate_params(params) is params
     assert simulation(params, "meg") == section_defaults("simulate.meg") and simulation(params, "meg")["snr"] == 0.5
@@ -273,5 +274,9 @@ def test_simulation_settings_default_to_the_schema(params):
     assert parsed == {**section_defaults("simulate.meg"), "snr": 2.0}
     del params["simulate"]["fmri"]["n_vertices"]  # the default has two entries: one per subject
     params["fmri"]["subjects"] = ["subj01"]
-    with pytest.raises(ParamsError, match=r"key 'simulate.fmri.n_vertices': expected one entry per subject \(1\)"):
+    with pytest.raises(ParamsError, match=r"key 'simulate.fmri.n_vertices': expected one entry per subject, "
+                                          r"training and held out \(1\)"):
+        validate_params(params)
+    params["fmri"]["heldout_subjects"] = ["subj01"]
+    with pytest.raises(ParamsError, match=r"key 'fmri.heldout_subjects': subjects \['subj01'\] are also training"):
         validate_params(params)

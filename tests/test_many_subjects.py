@@ -115,3 +115,23 @@ def test_the_joint_fit_step_writes_each_subjects_fits_and_they_reload(two_subjec
             test_ids = list(responses["test_stimulus_id"].asstr()[:])
         np.testing.assert_allclose(load_fitted(unit.out, device="cpu").predict(unit.features, test_ids), stored,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_kshot_fmri_scores_every_condition_for_a_subject_left_out(two_subjects, tmp_path):
+    """subj02 left out: the model fitted on subj01 reads subj02's own vertices out through their fsaverage vertex
+    (k = 0), then calibrated on k of its images; ridge on the same images alone; a k beyond its training images is
+    left out. Challenge scores where the subject has a noise ceiling."""
+    from tbdencoder.evaluate.kshot_fmri import kshot_fmri_subject
+
+    (train, heldout) = two_subjects
+    spec = {**SPEC, "family": "subject_adapters", "rank": 2, "max_epochs": 4, "patience": 2, "batch_size": 16}
+    metrics = kshot_fmri_subject([train.features], [train.responses], [heldout.features], heldout.responses,
+                                 tmp_path / "kshot.json", tmp_path / "kshot.png", model_name="adapters", spec=spec,
+                                 ks=[5, 20, 10_000], device="cpu")
+    assert metrics["ks"] == [5, 20] and json.loads((tmp_path / "kshot.json").read_text()) == metrics
+    conditions = {"k0_mean", "k0_shared", "adapters_k5", "ridge_k5", "adapters_k20", "ridge_k20"}
+    assert set(metrics["mean_r"]) == conditions and set(metrics["challenge_score"]) == conditions
+    assert all(np.isfinite(v) for v in metrics["mean_r"].values())
+    assert metrics["curve"]["adapters"] == [metrics["challenge_score"]["adapters_k5"],
+                                            metrics["challenge_score"]["adapters_k20"]]
+    assert (tmp_path / "kshot.png").stat().st_size > 10_000

@@ -18,8 +18,9 @@ from tbdencoder.steps import load_step
 
 # The params.yaml sections each step reads (its --settings, in this order), and an example for --help.
 SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
-    "simulate fmri": (("simulate.fmri", "fmri.subjects"),
-                      '{"simulate.fmri": {"seed": 1, "n_vertices": [500]}, "fmri.subjects": ["subj01"]}'),
+    "simulate fmri": (("simulate.fmri", "fmri.subjects", "fmri.heldout_subjects"),
+                      '{"simulate.fmri": {"seed": 1, "n_vertices": [500]}, "fmri.subjects": ["subj01"], '
+                      '"fmri.heldout_subjects": []}'),
     "simulate meg": (("simulate.meg", "meg.subjects", "meg.heldout_subjects", "meg.screen", "meg.crops.dva"),
                      '{"simulate.meg": {"snr": 1.0}, "meg.subjects": [1, 2], "meg.heldout_subjects": [], "meg.screen": '
                      '{"width_px": 1024, "height_px": 768, "width_cm": 37.5, "viewing_distance_cm": 80.0}, '
@@ -42,6 +43,8 @@ SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
                  '"random_init": false, "seed": 0, "layers": [6, 12], "grid_size": 2, "batch_size": 32}}'),
     "kshot-meg": (("meg.evaluation",), '{"meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": 10, '
                                       '"kshot_sizes": [25, 50, 100, 200]}}'),
+    "kshot-fmri": (("fmri.evaluation",), '{"fmri.evaluation": {"submission_model": "ridge_grid", '
+                                        '"figure_roi_classes": ["streams"], "kshot_sizes": [25, 50, 100, 200]}}'),
     "evaluate": (("fmri.evaluation",),
                  '{"fmri.evaluation": {"submission_model": "ridge_grid", "figure_roi_classes": ["streams"]}}'),
     "evaluate-meg": (("meg.screen", "meg.noise_ceiling", "meg.evaluation"),
@@ -65,8 +68,8 @@ def _simulation(a: argparse.Namespace, step: str) -> list[Any]:
 
 
 def _simulate_fmri(a: argparse.Namespace, simulate_fmri: Callable) -> None:
-    simulation, subjects = _simulation(a, "simulate fmri")
-    simulate_fmri(a.out_dir, subjects=subjects, **simulation)
+    simulation, subjects, heldout = _simulation(a, "simulate fmri")
+    simulate_fmri(a.out_dir, subjects=subjects + heldout, **simulation)
 
 
 def _simulate_meg(a: argparse.Namespace, simulate_meg: Callable, screen_geometry: type) -> None:
@@ -127,6 +130,12 @@ def _kshot_meg(a: argparse.Namespace, kshot_meg_subject: Callable) -> None:
                       n_best_sensors=evaluation["n_best_sensors"], device=a.device)
 
 
+def _kshot_fmri(a: argparse.Namespace, kshot_fmri_subject: Callable) -> None:
+    (evaluation,) = _settings(a, "kshot-fmri")
+    kshot_fmri_subject(a.train_features, a.train_responses, a.features, a.responses, a.metrics_out, a.figure_out,
+                       model_name=a.model_name, spec=_spec(a, "fmri"), ks=evaluation["kshot_sizes"], device=a.device)
+
+
 def _evaluate_meg(a: argparse.Namespace, evaluate_meg_subject: Callable, screen_geometry: type) -> None:
     screen, noise_ceiling, evaluation = _settings(a, "evaluate-meg")
     figures = {"r_time": a.figure_r_time, "topomap": a.figure_topomap, "dual_vs_foveal": a.figure_dual_vs_foveal,
@@ -184,7 +193,8 @@ def _evaluate(a: argparse.Namespace, evaluate_subject: Callable) -> None:
 
 
 def _merge_metrics(a: argparse.Namespace, merge_metrics: Callable) -> None:
-    merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs, kshot_inputs=a.kshot_inputs)
+    merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs, kshot_inputs=a.kshot_inputs,
+                  fmri_kshot_inputs=a.fmri_kshot_inputs)
 
 
 def _validate_params(a: argparse.Namespace, load_params: Callable) -> None:
@@ -339,6 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "kshot-meg")
     p.set_defaults(func=_kshot_meg)
 
+    p = steps.add_parser("kshot-fmri", help="an fMRI subject left out of training from k of its images: a model of "
+                                            "several subjects calibrated on them, against ridge on the same images")
+    p.add_argument("--features", type=Path, nargs="+", required=True, help="the held-out subject's (one per backbone)")
+    p.add_argument("--responses", type=Path, required=True, help="the held-out subject's responses.h5")
+    p.add_argument("--train-features", type=Path, nargs="+", required=True,
+                   help="per training subject (in the order of --train-responses) one file per backbone")
+    p.add_argument("--train-responses", type=Path, nargs="+", required=True)
+    p.add_argument("--metrics-out", type=Path, required=True)
+    p.add_argument("--figure-out", type=Path, required=True)
+    _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys", outs="")
+    _add_settings(p, "kshot-fmri")
+    p.set_defaults(func=_kshot_fmri)
+
     p = steps.add_parser("evaluate-meg", help="score a MEG subject's fits; noise ceiling, figures, metrics")
     p.add_argument("--epochs", type=Path, required=True)
     p.add_argument("--fits", type=Path, nargs="+", required=True)
@@ -372,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, nargs="*", default=[], help="per-subject fMRI metrics")
     p.add_argument("--meg-inputs", type=Path, nargs="*", default=[], help="per-subject MEG metrics")
     p.add_argument("--kshot-inputs", type=Path, nargs="*", default=[], help="held-out MEG subjects' k-shot metrics")
+    p.add_argument("--fmri-kshot-inputs", type=Path, nargs="*", default=[],
+                   help="held-out fMRI subjects' k-shot metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
 

@@ -112,6 +112,16 @@ def section_schema(path: str) -> dict[str, Any]:
     return schema
 
 
+def setting(params: dict[str, Any], path: str) -> Any:
+    """The params value at dotted `path`, or its schema default when the file leaves it out."""
+    value: Any = params
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return section_schema(path)["default"]
+        value = value[key]
+    return value
+
+
 def section_defaults(path: str) -> dict[str, Any]:
     """The schema defaults of the settings of a params.yaml section ('simulate.meg')."""
     return _defaults(section_schema(path))
@@ -215,11 +225,15 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
             f"{source}: key 'fmri.evaluation.submission_model': '{fmri['evaluation']['submission_model']}' "
             f"is not one of fmri.models {sorted(fmri['models'])}"
         )
+    heldout = fmri.get("heldout_subjects", [])
+    if sorted(set(heldout) & set(fmri["subjects"])):
+        raise ParamsError(f"{source}: key 'fmri.heldout_subjects': subjects "
+                          f"{sorted(set(heldout) & set(fmri['subjects']))} are also training subjects")
     sim = simulation(params, "fmri")
-    if sim and len(sim["n_vertices"]) != len(params["fmri"]["subjects"]):
+    if sim and len(sim["n_vertices"]) != len(fmri["subjects"]) + len(heldout):
         raise ParamsError(
-            f"{source}: key 'simulate.fmri.n_vertices': expected one entry per subject "
-            f"({len(params['fmri']['subjects'])}), got {len(sim['n_vertices'])}"
+            f"{source}: key 'simulate.fmri.n_vertices': expected one entry per subject, training and held out "
+            f"({len(fmri['subjects']) + len(heldout)}), got {len(sim['n_vertices'])}"
         )
 
 

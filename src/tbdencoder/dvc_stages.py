@@ -78,8 +78,9 @@ class Half:
 # the dataset folders are added by `_prepare_inputs` from the params.
 PHASES: dict[str, dict[str, Half]] = {
     "prepare": {
-        "fmri": Half(["prepare_fmri"], ["prepare_fmri"], ["fmri.dataset_dir", "fmri.subjects", "fmri.hemispheres",
-                                                          "fmri.heldout_fraction", "fmri.split_seed", "fmri.roi_classes"],
+        "fmri": Half(["prepare_fmri"], ["prepare_fmri"], ["fmri.dataset_dir", "fmri.subjects", "fmri.heldout_subjects",
+                                                          "fmri.hemispheres", "fmri.heldout_fraction", "fmri.split_seed",
+                                                          "fmri.roi_classes"],
                      outs=["results/fmri"]),
         "meg": Half(["meg_fixations", "preprocess_meg", "meg_crops"], ["preprocess_meg", "meg_crops"],
                     ["meg.dataset_dir", "meg.subjects", "meg.heldout_subjects", "meg.screen", "meg.bad_fixations",
@@ -87,22 +88,26 @@ PHASES: dict[str, dict[str, Half]] = {
     },
     "features": {
         "common": Half(["features"], ["features"], ["features"], outs=["results/features"]),
-        "fmri": Half(params=["fmri.subjects"], deps=["results/fmri"]),
+        "fmri": Half(params=["fmri.subjects", "fmri.heldout_subjects"], deps=["results/fmri"]),
         "meg": Half(params=["meg.subjects", "meg.heldout_subjects"], deps=["results/meg"]),
     },
     "fit": {
         "common": Half(deps=["results/features"], outs=["results/fits"]),
-        "fmri": Half(["fit"], ["fit"], ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.fit"], ["results/fmri"]),
-        "meg": Half(["fit_meg", "fit_meg_heldout"], ["fit_meg", "fit_meg_heldout"],
+        "fmri": Half(["fit", "fit_joint"], ["fit", "fit_joint"], ["fmri.subjects", "fmri.hemispheres", "fmri.models",
+                                                                  "fmri.fit"], ["results/fmri"]),
+        "meg": Half(["fit_meg", "fit_meg_joint", "fit_meg_heldout"], ["fit_meg", "fit_meg_joint", "fit_meg_heldout"],
                     ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit"], ["results/meg"]),
     },
     "evaluate": {
-        "common": Half(["merge_metrics"], [], deps=["results/fits", "workflow/report"],
+        # the k-shot rules fit a model of several subjects for a held-out subject: scores, not fits
+        "common": Half(["merge_metrics"], [], deps=["results/fits", "results/features", "workflow/report"],
                        outs=["results/metrics", "results/scores", "results/figures"]),
-        "fmri": Half(["evaluate"], [], ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.evaluation"],
+        "fmri": Half(["evaluate", "kshot_fmri"], [], ["fmri.subjects", "fmri.heldout_subjects", "fmri.hemispheres",
+                                                      "fmri.models", "fmri.fit", "fmri.evaluation"],
                      ["results/fmri"], ["results/submission"]),
-        "meg": Half(["evaluate_meg"], [], ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.screen",
-                                           "meg.noise_ceiling", "meg.evaluation"], ["results/meg"]),
+        "meg": Half(["evaluate_meg", "kshot_meg"], [], ["meg.subjects", "meg.heldout_subjects", "meg.models",
+                                                        "meg.fit", "meg.screen", "meg.noise_ceiling", "meg.evaluation"],
+                    ["results/meg"]),
     },
 }
 
@@ -119,6 +124,7 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
         half = PHASES[name].get(part, Half())
         for attr in ("rules", "until", "params", "deps", "outs"):
             getattr(merged, attr).extend(v for v in getattr(half, attr) if v not in getattr(merged, attr))
+    merged.params = [path for path in merged.params if _given(params, path)]  # DVC refuses a key the file lacks
     if name == "prepare":
         simulated = [half for half in halves(params) if simulation(params, half)]
         merged.rules[:0] = [f"simulate_{half}" for half in simulated]
@@ -126,6 +132,16 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
         merged.outs[:0] = [params[half]["dataset_dir"] for half in simulated]
         merged.deps[:0] = [params[half]["dataset_dir"] for half in halves(params) if half not in simulated]
     return merged
+
+
+def _given(params: dict[str, Any], path: str) -> bool:
+    """Whether params.yaml sets the dotted `path` (an optional key may be left to its schema default)."""
+    value: Any = params
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
 
 
 def render(params: dict[str, Any], root: Path) -> str:

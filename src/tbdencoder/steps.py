@@ -23,6 +23,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "fit-meg-heldout": ("tbdencoder.fit.meg:fit_meg_heldout",),
     "fit-meg-joint": ("tbdencoder.fit.meg:fit_meg_joint",),
     "kshot-meg": ("tbdencoder.evaluate.kshot_meg:kshot_meg_subject",),
+    "kshot-fmri": ("tbdencoder.evaluate.kshot_fmri:kshot_fmri_subject",),
     "predict": ("tbdencoder.fit.fmri:predict_stimuli", "tbdencoder.fit.meg:predict_meg_stimuli",
                 "tbdencoder.fit.driver:open_fit"),
     "evaluate": ("tbdencoder.evaluate.evaluate_fmri:evaluate_subject",),

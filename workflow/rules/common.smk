@@ -1,11 +1,12 @@
 # Shared names and input functions.
-from tbdencoder.config import joint_models, simulation
+from tbdencoder.config import joint_models, setting, simulation
 from tbdencoder.data.avs import subject_label
 
 # Each half is optional: a params file without `fmri` runs the MEG
 # half only, one without `meg` the fMRI half only.
 FMRI = config.get("fmri", {})
 SUBJECTS = FMRI.get("subjects", [])
+HELDOUT = setting(config, "fmri.heldout_subjects") if FMRI else []  # not trained on: the k-shot comparison
 HEMISPHERES = FMRI.get("hemispheres", [])
 MODELS = FMRI.get("models", {})
 JOINT = joint_models(MODELS)  # fitted on every subject at once (one job per model and hemisphere)
@@ -53,12 +54,10 @@ def subject_number(wildcards):
 
 def settings(*paths):
     """params.yaml sections by dotted path ('meg.preprocessing'), as one shell-quoted JSON argument (--settings)."""
-    import functools
     import json
-    import operator
     import shlex
 
-    sections = {path: functools.reduce(operator.getitem, path.split("."), config) for path in paths}
+    sections = {path: setting(config, path) for path in paths}
     return shlex.quote(json.dumps(sections, sort_keys=True))
 
 

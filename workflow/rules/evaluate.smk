@@ -52,6 +52,7 @@ rule merge_metrics:
         fmri=expand("results/metrics/{subject}.json", subject=SUBJECTS),
         meg=expand("results/metrics/meg_{subject}.json", subject=MEG_SUBJECTS + MEG_HELDOUT),
         kshot=expand("results/metrics/kshot_meg_{subject}_{model}.json", subject=MEG_HELDOUT, model=MEG_JOINT),
+        fmri_kshot=expand("results/metrics/kshot_fmri_{subject}_{model}.json", subject=HELDOUT, model=JOINT),
     output:
         "results/metrics.json",
     log:
@@ -60,4 +61,4 @@ rule merge_metrics:
         "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder merge-metrics --inputs {input.fmri} --meg-inputs {input.meg} --kshot-inputs {input.kshot}"
-        " --out {output} > {log} 2>&1"
+        " --fmri-kshot-inputs {input.fmri_kshot} --out {output} > {log} 2>&1"

@@ -53,3 +53,42 @@ rule fit_joint:
         "tbdencoder --threads {threads} fit-joint --features {input.features} --responses {input.responses}"
         " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec}"
         " --device {resources.device} --out {output} > {log} 2>&1"
+
+
+rule kshot_fmri:
+    """An fMRI subject left out of training from k of its images: a model of several subjects fitted on the
+    training subjects and calibrated on them, against ridge fitted on the same images alone."""
+    input:
+        features=lambda wc: model_features(wc, wc.subject),
+        responses="results/fmri/{subject}/responses.h5",
+        train_features=lambda wc: [path for subject in SUBJECTS for path in model_features(wc, subject)],
+        train_responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+    output:
+        metrics="results/metrics/kshot_fmri_{subject}_{model}.json",
+        figure=report(
+            "results/figures/kshot_fmri_{subject}_{model}.png",
+            caption="../report/kshot.rst",
+            category="fMRI",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "figure": "k-shot {model}"},
+        ),
+    wildcard_constraints:
+        subject="|".join(HELDOUT) or "^$",
+        model="|".join(JOINT) or "^$",
+    params:
+        spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
+        settings=settings("fmri.evaluation"),
+    log:
+        "logs/kshot_fmri/{subject}_{model}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/kshot_fmri/{subject}_{model}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} kshot-fmri --features {input.features} --responses {input.responses}"
+        " --train-features {input.train_features} --train-responses {input.train_responses}"
+        " --model-name {wildcards.model} --spec {params.spec} --device {resources.device}"
+        " --metrics-out {output.metrics} --figure-out {output.figure} --settings {params.settings} > {log} 2>&1"

@@ -7,7 +7,7 @@ if SIMULATE_FMRI:
         output:
             directory(FMRI["dataset_dir"]),
         params:
-            settings=settings("simulate.fmri", "fmri.subjects"),
+            settings=settings("simulate.fmri", "fmri.subjects", "fmri.heldout_subjects"),
         log:
             "logs/simulate_fmri.log",
         conda:

@@ -15,18 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tbdencoder.evaluate.meg_fit import r_halves  # noqa: E402
-from tbdencoder.evaluate.meg_metrics import best_sensors_estimate  # noqa: E402
-from tbdencoder.evaluate.plots import save_figure, suptitle  # noqa: E402
-from tbdencoder.fit.kshot import kshot_heldout  # noqa: E402
-from tbdencoder.fit.meg import family_spec, meg_problem, meg_targets  # noqa: E402
-from tbdencoder.io import atomic_write_text, get_logger  # noqa: E402
+from tbdencoder.evaluate.meg_fit import r_halves
+from tbdencoder.evaluate.meg_metrics import best_sensors_estimate
+from tbdencoder.evaluate.plots import plot_kshot
+from tbdencoder.fit.kshot import kshot_heldout, new_subject_rules
+from tbdencoder.fit.meg import family_spec, meg_problem, meg_targets
+from tbdencoder.io import atomic_write_text, get_logger
 
 log = get_logger("kshot_meg")
 
@@ -37,7 +31,7 @@ def kshot_meg_subject(train_epochs: list[str | Path], train_features: list[str |
     """The k-shot comparison of the module docstring for the held-out subject of `epochs_path`; returns the json."""
     problem = meg_problem(spec, str(epochs_path), str(features_path), [str(e) for e in train_epochs],
                           [str(f) for f in train_features])
-    rules = ("mean", "shared") if spec.get("subject_dropout", 0) else ("mean",)
+    rules = new_subject_rules(spec)
     result = kshot_heldout(family_spec(spec), problem.pool, problem.target.rows(), problem.folds, ks,
                            targets=meg_targets(problem.target), rules=rules, seed=spec["seed"], device=device,
                            label=f"{problem.target.subject} {model_name}")
@@ -50,31 +44,11 @@ def kshot_meg_subject(train_epochs: list[str | Path], train_features: list[str |
                "curve": {"adapters": [r_at_peak[f"adapters_k{k}"] for k in result.ks],
                          "ridge_alone": [r_at_peak[f"ridge_k{k}"] for k in result.ks]}}
     atomic_write_text(metrics_out, json.dumps(metrics, indent=2))
-    plot_kshot(metrics, rules, figure_out, problem.target.random_init_features)
+    plot_kshot(metrics, r_at_peak, rules, "fixations", f"r at the peak ({n_best_sensors} best sensors, cross-fitted)",
+               figure_out, problem.target.random_init_features)
     log.info("%s %s: r at the peak, pooled ridge %.3f, k = 0 %s, adapters %s, ridge alone %s (k = %s)",
              problem.target.subject, model_name, r_at_peak["pooled_ridge"],
              " / ".join(f"{r_at_peak[f'k0_{rule}']:.3f}" for rule in rules),
              " ".join(f"{v:.3f}" for v in metrics["curve"]["adapters"]),
              " ".join(f"{v:.3f}" for v in metrics["curve"]["ridge_alone"]), result.ks)
     return metrics
-
-
-def plot_kshot(metrics: dict, rules: tuple[str, ...], out_path: str | Path, random_init: bool) -> None:
-    """r at the peak against k: the calibrated model and ridge on the k fixations alone; k = 0 as lines."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ks, curve = metrics["ks"], metrics["curve"]
-    ax.plot(ks, curve["adapters"], "o-", color="C0", label=f"{metrics['model']}, calibrated on k fixations")
-    ax.plot(ks, curve["ridge_alone"], "s--", color="C1", label="ridge on the same k fixations alone")
-    ax.axhline(metrics["r_at_peak"]["pooled_ridge"], color="0.3", linestyle=":", label="ridge pooled over subjects")
-    for i, rule in enumerate(rules):
-        ax.axhline(metrics["r_at_peak"][f"k0_{rule}"], color=f"C{2 + i}", linestyle="-.",
-                   label=f"{metrics['model']}, k = 0 ({rule} adapter)")
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k: the held-out subject's fixations used")
-    ax.set_ylabel(f"r at the peak ({metrics['n_best_sensors']} best sensors, cross-fitted)")
-    ax.legend(fontsize="small")
-    title = f"{metrics['subject']} (held out): a new subject from k of its fixations" + \
-        ("\n(features from a RANDOM-INIT network)" if random_init else "")
-    suptitle(fig, title)
-    save_figure(fig, out_path, title)

@@ -12,10 +12,12 @@ from tbdencoder.io import atomic_write_text
 
 
 def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
-                  meg_inputs: list[str | Path] | None = None, kshot_inputs: list[str | Path] | None = None) -> None:
+                  meg_inputs: list[str | Path] | None = None, kshot_inputs: list[str | Path] | None = None,
+                  fmri_kshot_inputs: list[str | Path] | None = None) -> None:
     """results/metrics.json, compact enough for `dvc metrics show`: the fMRI summary (fmri_summary) and, under
     `meg`, the MEG summary (meg_summary) when MEG metrics are given, with the k-shot comparisons of held-out
-    subjects (evaluate.kshot_meg) under `meg.kshot.<subject>.<model>`."""
+    subjects (evaluate.kshot_meg) under `meg.kshot.<subject>.<model>`, and those of held-out fMRI subjects
+    (evaluate.kshot_fmri) under `kshot.<subject>.<model>`."""
     merged = fmri_summary(subject_metrics)
     if meg_inputs:
         merged["meg"] = meg_summary(meg_inputs)
@@ -23,6 +25,10 @@ def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
         data = json.loads(Path(path).read_text())
         merged.setdefault("meg", {}).setdefault("kshot", {}).setdefault(data["subject"], {})[data["model"]] = {
             key: data[key] for key in ("ks", "r_at_peak", "curve")}
+    for path in fmri_kshot_inputs or []:
+        data = json.loads(Path(path).read_text())
+        merged.setdefault("kshot", {}).setdefault(data["subject"], {})[data["model"]] = {
+            key: data[key] for key in ("ks", "challenge_score", "mean_r", "curve")}
     atomic_write_text(out_path, json.dumps(merged, indent=2))
 
 

@@ -133,3 +133,26 @@ def plot_training_curves(panels: dict[str, dict[int, TrainingCurve]], title: str
     suptitle(fig, title)
     fig.tight_layout()
     save_figure(fig, out_path, title)
+
+
+def plot_kshot(metrics: dict, values: dict[str, float], rules: tuple[str, ...], samples: str, what: str,
+               out_path: str | Path, random_init: bool) -> None:
+    """A held-out subject's k-shot comparison: `what` (values[condition]) against k for the model calibrated on k
+    `samples` and ridge on them alone, the new-subject rules (k = 0) and, where given, pooled ridge as lines."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ks, model = metrics["ks"], metrics["model"]
+    ax.plot(ks, [values[f"adapters_k{k}"] for k in ks], "o-", color="C0", label=f"{model}, calibrated on k {samples}")
+    ax.plot(ks, [values[f"ridge_k{k}"] for k in ks], "s--", color="C1", label=f"ridge on the same k {samples} alone")
+    if "pooled_ridge" in values:
+        ax.axhline(values["pooled_ridge"], color="0.3", linestyle=":", label="ridge pooled over subjects")
+    for i, rule in enumerate(rules):
+        ax.axhline(values[f"k0_{rule}"], color=f"C{2 + i}", linestyle="-.", label=f"{model}, k = 0 ({rule} adapter)")
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel(f"k: the held-out subject's {samples} used")
+    ax.set_ylabel(what)
+    ax.legend(fontsize="small")
+    title = f"{metrics['subject']} (held out): a new subject from k of its {samples}" + \
+        ("\n(features from a RANDOM-INIT network)" if random_init else "")
+    suptitle(fig, title)
+    save_figure(fig, out_path, title)

@@ -129,7 +129,7 @@ def fit_fmri_joint(features_paths: list[str | Path], responses_paths: list[str |
 def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name: str, spec: dict[str, Any],
                train: Rows, fit: FoldFits, from_fits: dict[str, str] | None) -> None:
     (state,) = fit.states
-    random_init = any(_random_init(path) for path in _paths(unit.features))
+    random_init = any(random_init_features(path) for path in _paths(unit.features))
     n_test = len(responses.test_stimulus_id)
     with atomic_path(unit.out) as tmp, h5py.File(tmp, "w") as h5:
         h5["test_prediction"] = fit.prediction[:n_test]
@@ -167,7 +167,7 @@ class FittedModel:
         return self.model.predict(_features(features_path, stimulus_ids, self.spec), targets=self.targets)
 
 
-def _random_init(features_path: str) -> bool:
+def random_init_features(features_path: str) -> bool:
     with h5py.File(features_path, "r") as h5:
         return bool(h5.attrs.get("random_init", False))
 

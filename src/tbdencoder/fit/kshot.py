@@ -37,10 +37,42 @@ class KShot:
     fold: np.ndarray  # (n_target,) the outer fold that predicted each row
 
 
+def new_subject_rules(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The new-subject rules a model of `spec` offers: the mean adapter, and the shared one when it is trained
+    (subject dropout above 0; the family's default when the spec leaves it out)."""
+    from tbdencoder.config import family_defaults
+
+    dropout = {**family_defaults(spec["family"]), **spec}.get("subject_dropout", 0)
+    return ("mean", "shared") if dropout else ("mean",)
+
+
 def ridge_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The ridge baseline of a model spec: the same features and fit settings."""
     keep = ("backbone", "layers", "tokens", "streams", "alphas", "cv_folds", "seed")
     return {"family": "ridge", **{key: spec[key] for key in keep if key in spec}}
+
+
+def new_subject_curve(model, baseline: dict[str, Any], target: Rows, rows: Rows, order: np.ndarray, ks: list[int],
+                      rules: tuple[str, ...], subject: str, targets: dict[str, Any] | None,
+                      device: str) -> dict[str, np.ndarray]:
+    """The new subject's `rows` predicted by `model` (fitted on other subjects): by each new-subject rule
+    (`k0_<rule>`), then per k calibrated on its rows `order[:k]` of `target` (`adapters_k<k>`), and by ridge
+    (`baseline`) fitted on those k rows alone (`ridge_k<k>`)."""
+    per_subject = {subject: targets}
+    out = {}
+    for rule in rules:
+        model.new_subject = rule
+        out[f"k0_{rule}"] = model.predict(rows.X, subjects=np.full(rows.X.n_rows, subject), targets=per_subject)[subject]
+    model.new_subject = rules[0]
+    for k in ks:
+        calibration = target.take(np.sort(order[:k]))
+        model.calibrate(calibration.X, calibration.Y, subject, groups=calibration.groups, targets=targets)
+        out[f"adapters_k{k}"] = model.predict(rows.X, subjects=np.full(rows.X.n_rows, subject),
+                                              targets=per_subject)[subject]
+        folds = max(2, min(baseline.get("cv_folds", 5), k // 2))  # each fold keeps 2 validation rows
+        alone = build_encoder({**baseline, "cv_folds": folds}, device)
+        out[f"ridge_k{k}"] = alone.fit(calibration.X, calibration.Y).predict(rows.X)
+    return out
 
 
 def kshot_heldout(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fold], ks: list[int], *,
@@ -68,18 +100,10 @@ def kshot_heldout(spec: dict[str, Any], pool: Rows, target: Rows, folds: list[Fo
         names_in = list(dict.fromkeys(train.subjects))
         model.fit(train.X, {s: train.Y[train.subjects == s] for s in names_in}, groups=train.groups,
                   subjects=train.subjects, targets=per_subject)
-        for rule in rules:
-            model.new_subject = rule
-            out[f"k0_{rule}"][fold.predict] = model.predict(rows.X, subjects=rows.subjects, targets=per_subject)[subject]
-        model.new_subject = rules[0]
         order = np.random.default_rng([seed, index]).permutation(outside[index])
-        for k in usable:
-            calibration = target.take(np.sort(order[:k]))
-            model.calibrate(calibration.X, calibration.Y, subject, groups=calibration.groups, targets=targets)
-            out[f"adapters_k{k}"][fold.predict] = model.predict(rows.X, subjects=rows.subjects,
-                                                                targets=per_subject)[subject]
-            alone = build_encoder({**baseline, "cv_folds": min(baseline.get("cv_folds", 5), k)}, device)
-            out[f"ridge_k{k}"][fold.predict] = alone.fit(calibration.X, calibration.Y).predict(rows.X)
+        for name, values in new_subject_curve(model, baseline, target, rows, order, usable, rules, subject, targets,
+                                              device).items():
+            out[name][fold.predict] = values
         log.info("%s fold %d/%d: %s on %d rows of %d subjects, k = %s", label, index + 1, len(folds), spec["family"],
                  int(fold.train.sum()), len(names_in), usable)
     return KShot(usable, out, row_fold)
