@@ -20,9 +20,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 install: $(VENV)/.installed
 
 # After the run, dvc.lock records it (`dvc commit`), so `make repro` reruns only what later changes touch.
-# `dvc commit` replaces the feature files (hard links into results/features/cache) by copies, newer than
-# the fits made from them; `snakemake --touch` stamps the outputs in DAG order again, so Snakemake too
-# sees the run as up to date.
+# `dvc commit` puts the outputs back from DVC's cache (links or copies), newer than the jobs that read
+# them; `snakemake --touch` stamps the outputs in DAG order again, so Snakemake too sees the run as up
+# to date.
 run: install
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --report results/report.html
