@@ -149,6 +149,7 @@ def plot_kshot(metrics: dict, values: dict[str, float], rules: tuple[str, ...], 
         ax.axhline(values[f"k0_{rule}"], color=f"C{2 + i}", linestyle="-.", label=f"{model}, k = 0 ({rule} adapter)")
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set_xlabel(f"k: the held-out subject's {samples} used")
     ax.set_ylabel(what)
     ax.legend(fontsize="small")
