@@ -116,3 +116,14 @@ def test_a_value_of_none_of_the_accepted_forms_says_what_each_form_expects(param
     params["fmri"]["models"]["ridge_cls"]["layers"] = layers
     with pytest.raises(ParamsError, match=message):
         validate_params(params)
+
+
+def test_the_shared_new_subject_rule_without_subject_dropout_is_refused_at_validation(params):
+    from tbdencoder.config import validate_params
+
+    params["meg"]["models"]["dual_adapters"].update(new_subject="shared", subject_dropout=0.0)
+    with pytest.raises(ParamsError, match=r"meg.models.dual_adapters.subject_dropout': 0.0 is less than or equal to "
+                                          r"the minimum of 0"):
+        validate_params(params)
+    params["meg"]["models"]["dual_adapters"]["subject_dropout"] = 0.1
+    assert validate_params(params)

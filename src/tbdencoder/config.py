@@ -159,8 +159,8 @@ def check_model(spec: dict[str, Any], modality: str, source: str, key: str) -> l
         lines.append(f"{source}: key '{key}.{extra}': not a setting of family {spec['family']} (it takes {takes})"
                      + (f"; '{extra}' is a setting of {', '.join(owners)}" if owners else ""))
     own = {name: value for name, value in spec.items() if name in family["properties"]}
-    lines += _errors(own, {"type": "object", "properties": family["properties"],
-                           "required": family.get("required", [])}, source, key)
+    lines += _errors(own, {"type": "object", "properties": family["properties"], "required": family.get("required", []),
+                           "allOf": family.get("allOf", [])}, source, key)
     if "from_models" in spec and not family.get("reads_fits"):
         lines.append(f"{source}: key '{key}.from_models': family {spec['family']} reads no other model's fits "
                      f"(families that do: {sorted(n for n, e in families.items() if e.get('reads_fits')) or 'none yet'})")
