@@ -56,10 +56,13 @@ def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
 
 def test_a_model_of_several_subjects_is_one_job_per_hemisphere_and_model(tmp_path):
     """fMRI: a subject_adapters model is fitted by rule fit_joint once per hemisphere (all subjects at once), not by
-    rule fit per subject (a dry run of the science config with one such model added)."""
+    rule fit per subject, and a held-out subject gets one k-shot job (a dry run of the science config with one
+    such model and subj03 held out)."""
     params = yaml.safe_load((REPO / "tests/configs/science.yaml").read_text())
     params["fmri"]["models"]["adapters"] = {"family": "subject_adapters", "backbone": "clip_vitb32", "layers": [3],
                                             "tokens": ["global"], "rank": 2}
+    params["fmri"]["heldout_subjects"] = ["subj03"]  # simulated with the others, then the k-shot comparison
+    params["simulate"]["fmri"]["n_vertices"].append(200)
     config = tmp_path / "joint.yaml"
     config.write_text(yaml.safe_dump(params))
     (tmp_path / "run").mkdir()
@@ -67,3 +70,4 @@ def test_a_model_of_several_subjects_is_one_job_per_hemisphere_and_model(tmp_pat
     n_units = len(params["fmri"]["subjects"]) * len(params["fmri"]["hemispheres"])
     assert jobs["fit_joint"] == len(params["fmri"]["hemispheres"])
     assert jobs["fit"] == n_units * (len(params["fmri"]["models"]) - 1)
+    assert jobs["kshot_fmri"] == 1 and jobs["prepare_fmri"] == 3  # subj03 prepared, never fitted per subject
