@@ -1,5 +1,7 @@
 """Time-resolved MEG encoding: scene-grouped CV, the dual stream, a held-out subject (synthetic files)."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ P = 16
 ALPHAS = [0.1, 1.0, 10.0, 100.0, 1000.0]
 
 
-def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=10, n_channels=N_CHANNELS):
+def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=10, n_channels=N_CHANNELS,
+                   first_scene=0):
     """epochs.h5 (docs/meg.md layout) and a features file for one synthetic subject.
 
     Channels 0-2 follow foveal features only; channels 3-4 also the parafoveal ones; the others are noise.
@@ -26,7 +29,7 @@ def _write_subject(tmp_path, subject, rng, weights=None, n_scenes=24, per_scene=
     """
     n = n_scenes * per_scene
     ids = [f"{subject}_ses-1_trial-{k // per_scene:03d}_fix-{k % per_scene + 1:02d}" for k in range(n)]
-    scenes = np.repeat([f"scene{s:03d}" for s in range(n_scenes)], per_scene)
+    scenes = np.repeat([f"scene{s:03d}" for s in range(first_scene, first_scene + n_scenes)], per_scene)
     foveal, parafoveal = rng.standard_normal((n, P)), rng.standard_normal((n, P))
     amplitude = np.zeros((n, n_channels))
     if weights is not None:
@@ -114,6 +117,32 @@ def test_folds_never_share_a_scene_and_signal_is_recovered(tmp_path, weights, mo
     assert attrs["scheme"] == "scene_cv" and list(attrs["streams"]) == ["foveal"]
     assert r[:3, 3].min() > 0.5  # foveal channels at the peak
     assert np.abs(r[:, :2]).max() < 0.3 and abs(r[5]).max() < 0.3  # before the onset, and the noise channel
+
+
+def test_a_subject_alone_and_a_model_of_all_share_folds_over_the_cohorts_scenes(tmp_path, weights):
+    """Subjects seeing overlapping scene subsets: with the cohort's epochs a subject fitted alone predicts each
+    of its rows from the fold the joint model predicts it from, and trains on none of that fold's scenes."""
+    files = [_write_subject(tmp_path, f"sub-0{k}", np.random.default_rng(k), weights, first_scene=12 * (k - 1))
+             for k in (1, 2, 3)]
+    epochs, features = [str(f[0]) for f in files], [str(f[1]) for f in files]
+    spec = {**SPEC, "streams": ["foveal"]}
+    for k, (path, feature_path, scenes) in enumerate(files):
+        alone = fit_meg.meg_problem(spec, str(path), str(feature_path), cohort_epochs=epochs)
+        joint = fit_meg.meg_problem(spec, str(path), str(feature_path), joint_epochs=epochs, joint_features=features)
+        assert [sorted(fold.predict) for fold in alone.folds] == [sorted(fold.predict) for fold in joint.folds]
+        for fold in alone.folds:
+            assert not set(scenes[fold.predict]) & set(alone.pool.groups[fold.train])
+        own = fit_meg.meg_problem(spec, str(path), str(feature_path))
+        assert [sorted(f.predict) for f in own.folds] != [sorted(f.predict) for f in alone.folds]
+    out = tmp_path / "alone.h5"
+    fit_meg.fit_meg_subject(files[1][0], files[1][1], out, model_name="foveal", spec=spec, device="cpu",
+                            cohort_epochs=epochs)
+    with h5py.File(out) as h5:
+        assert json.loads(h5.attrs["inputs"])["cohort_epochs"] == epochs and h5.attrs["scheme"] == "scene_cv"
+    fitted = fit_meg.load_fitted_meg(out, device="cpu")  # the reload rebuilds the cohort's folds
+    np.testing.assert_allclose(fitted.fold_predictions(), h5py.File(out)["prediction"][:], atol=1e-5)
+    with pytest.raises(ValueError, match="cohort folds are for a training subject among"):
+        fit_meg.meg_problem(spec, str(files[0][0]), str(files[0][1]), cohort_epochs=epochs[1:])
 
 
 def test_dual_stream_gains_only_where_parafoveal_signal_is(tmp_path, weights):

@@ -110,7 +110,7 @@ def _from_fits(a: argparse.Namespace) -> dict[str, str]:
 
 def _fit_meg(a: argparse.Namespace, fit_meg_subject: Callable) -> None:
     fit_meg_subject(a.epochs, a.features, a.out, model_name=a.model_name, spec=_spec(a, "meg"), device=a.device,
-                    from_fits=_from_fits(a))
+                    from_fits=_from_fits(a), cohort_epochs=a.cohort_epochs)
 
 
 def _fit_meg_heldout(a: argparse.Namespace, fit_meg_heldout: Callable) -> None:
@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
         if func is _fit_meg_heldout:
             p.add_argument("--train-epochs", type=Path, nargs="+", required=True)
             p.add_argument("--train-features", type=Path, nargs="+", required=True)
+        else:
+            p.add_argument("--cohort-epochs", type=Path, nargs="+", default=None,
+                           help="every training subject's epochs.h5 (this one's among them): folds over all their "
+                                "scenes, those of fit-meg-joint (default: the subject's own scenes)")
         _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys")
         p.set_defaults(func=func)
 

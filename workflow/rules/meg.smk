@@ -55,11 +55,14 @@ rule meg_crops:
 
 
 rule fit_meg:
-    """Time-resolved ridge for one training subject: out-of-fold predictions, folds grouped by scene."""
+    """Time-resolved ridge for one training subject: out-of-fold predictions, folds grouped by scene over the
+    scenes of all training subjects (the folds of fit_meg_joint: models of one and of several subjects side by
+    side on the same folds)."""
     input:
         epochs="results/meg/{subject}/epochs.h5",
         features=meg_model_features,
         from_fits=lambda wc: list(model_fits(wc).values()),
+        cohort=expand("results/meg/{subject}/epochs.h5", subject=MEG_SUBJECTS),
     output:
         "results/fits/meg/{subject}/{model}.h5",
     wildcard_constraints:
@@ -78,7 +81,7 @@ rule fit_meg:
         device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
     shell:
         "tbdencoder --threads {threads} fit-meg --epochs {input.epochs} --features {input.features}"
-        " {params.args} --device {resources.device} --out {output} > {log} 2>&1"
+        " --cohort-epochs {input.cohort} {params.args} --device {resources.device} --out {output} > {log} 2>&1"
 
 
 rule fit_meg_joint:

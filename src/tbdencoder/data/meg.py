@@ -295,6 +295,15 @@ def read_epochs(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, pd
         return onset[:], list(h5["fixation_id"].asstr()[:]), onset.attrs["times"][:], pd.DataFrame(columns)
 
 
+def read_fixation_column(path: str | Path, column: str) -> np.ndarray:
+    """One fixations column of epochs.h5 (e.g. `sceneID`), without reading the epochs."""
+    with h5py.File(path, "r") as h5:
+        if f"fixations/{column}" not in h5:
+            raise ValueError(f"{path}: no fixations column {column!r}; expected an epochs.h5 of `meg-epochs`")
+        dataset = h5[f"fixations/{column}"]
+        return dataset.asstr()[:] if h5py.check_string_dtype(dataset.dtype) else dataset[:]
+
+
 def channel_info(path: str | Path) -> mne.Info:
     """A gradiometer-only `mne.Info` (names, locations, coil types, dev_head_t) rebuilt from epochs.h5."""
     with h5py.File(path, "r") as h5:

@@ -223,18 +223,24 @@ def read_artifacts(h5, fold: int = 0) -> dict[str, np.ndarray]:
 
 
 def scene_folds(target_scenes: np.ndarray, pool_scenes: np.ndarray, n_folds: int, inner_folds: int, seed: int,
-                subject: str) -> list[Fold]:
+                subject: str, split_scenes: np.ndarray | None = None) -> list[Fold]:
     """Folds over the target's scenes; each trains on the pool rows whose scene is not in the fold.
 
+    `split_scenes` (default: the target's): the scenes, one per fixation, whose scene-grouped split defines the
+    folds, e.g. every training subject's, so that a subject fitted alone and a model of all of them predict
+    each of its rows from the same fold; a fold with none of the target's scenes is left out.
     The outer (`meg.fit.outer_folds`) and inner (`meg.fit.inner_folds`) fold counts are checked against the
     scenes available before any fitting.
     """
-    n_scenes = len(np.unique(target_scenes))
+    split_scenes = target_scenes if split_scenes is None else np.asarray(split_scenes)
+    n_scenes = len(np.unique(split_scenes))
     if not 2 <= n_folds <= n_scenes:
         raise ValueError(f"{subject}: meg.fit.outer_folds = {n_folds}, but {n_scenes} scenes are available "
                          f"(scene-grouped folds need 2..{n_scenes})")
-    splits = GroupKFold(n_folds, shuffle=True, random_state=seed).split(target_scenes, groups=target_scenes)
-    folds = [Fold(~np.isin(pool_scenes, target_scenes[test]), test) for _, test in splits]
+    splits = GroupKFold(n_folds, shuffle=True, random_state=seed).split(split_scenes, groups=split_scenes)
+    held = [np.unique(split_scenes[test]) for _, test in splits]
+    folds = [Fold(~np.isin(pool_scenes, scenes), np.flatnonzero(np.isin(target_scenes, scenes))) for scenes in held]
+    folds = [fold for fold in folds if len(fold.predict)]
     fewest = min(len(np.unique(pool_scenes[fold.train])) for fold in folds)
     if not 2 <= inner_folds <= fewest:
         raise ValueError(f"{subject}: meg.fit.inner_folds = {inner_folds}, but the fewest training scenes of any "

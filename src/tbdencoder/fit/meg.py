@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tbdencoder.data.meg import read_epochs
+from tbdencoder.data.meg import read_epochs, read_fixation_column
 from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.features.identity import check_same_network, verify_features
 from tbdencoder.fit.driver import (Fold, FoldFits, Rows, checkpoint_dir, fit_by_folds, fit_joint_by_folds, open_fit,
@@ -121,13 +121,21 @@ class MegProblem:
     train_subjects: list[str]
 
 
+def cohort_scenes(epochs_paths: list[str]) -> np.ndarray:
+    """The scene of every fixation of several subjects' epochs files, in their order: what folds are split on
+    when a subject fitted alone and a model of all of them must share folds."""
+    return np.concatenate([read_fixation_column(path, "sceneID").astype(str) for path in epochs_paths])
+
+
 def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: list[str] | None = None,
                 train_features: list[str] | None = None, joint_epochs: list[str] | None = None,
-                joint_features: list[str] | None = None) -> MegProblem:
-    """Within subject (no training files): the subject's own rows, scene-grouped folds. Held-out subject: the
-    training subjects' rows (a shared sensor space) predict the subject's, each fold without its scenes. Joint
-    (`joint_*`: every training subject's files, the subject's among them): one model of several subjects per
-    fold of the scenes of all of them (`joint_scenes_folds`), the subject's rows of the fold predicted."""
+                joint_features: list[str] | None = None, cohort_epochs: list[str] | None = None) -> MegProblem:
+    """Within subject (no training files): the subject's own rows, scene-grouped folds; with `cohort_epochs`
+    (every training subject's, the subject's among them) the folds of the scenes of all of them, so that each
+    row is predicted from the same fold as by a model of all of them. Held-out subject: the training subjects'
+    rows (a shared sensor space) predict the subject's, each fold without its scenes. Joint (`joint_*`: every
+    training subject's files, the subject's among them): one model of several subjects per fold of the scenes of
+    all of them, the subject's rows of the fold predicted."""
     if joint_epochs is not None:
         return _joint_problem(spec, str(epochs), [str(e) for e in joint_epochs], [str(f) for f in joint_features])
     streams, layers, tokens = spec["streams"], spec["layers"], spec["tokens"]
@@ -147,8 +155,14 @@ def meg_problem(spec: dict[str, Any], epochs: str, features: str, train_epochs: 
         pool, scheme = Rows.stack([rows.rows() for rows in parts]), "heldout_subject"
         train_subjects = [rows.subject for rows in parts]
         inputs.update(train_epochs=[str(e) for e in train_epochs], train_features=[str(f) for f in train_features])
+    split = None
+    if cohort_epochs is not None:
+        if train_epochs is not None or str(epochs) not in map(str, cohort_epochs):
+            raise ValueError(f"{epochs}: cohort folds are for a training subject among {cohort_epochs}")
+        inputs["cohort_epochs"] = [str(e) for e in cohort_epochs]
+        split = cohort_scenes(inputs["cohort_epochs"])
     folds = scene_folds(target.scene_id, pool.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"],
-                        target.subject)
+                        target.subject, split)
     return MegProblem(inputs, pool, target, folds, scheme, train_subjects)
 
 
@@ -164,7 +178,8 @@ def _joint_parts(spec: dict[str, Any], epochs: list[str], features: list[str]) -
             raise ValueError(f"{path}: channels or epoch times differ from {epochs[0]}; a model of several subjects "
                              "needs a shared sensor space (same channel names and times)")
     pool = Rows.stack([rows.rows() for rows in parts])
-    folds = scene_folds(pool.groups, pool.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"], "joint")
+    folds = scene_folds(pool.groups, pool.groups, spec["outer_folds"], spec["inner_folds"], spec["seed"], "joint",
+                        cohort_scenes(epochs))
     return parts, pool, folds
 
 
@@ -208,10 +223,14 @@ def fit_meg_joint(epochs_paths: list[str | Path], features_paths: list[str | Pat
 
 
 def fit_meg_subject(epochs_path: str | Path, features_path: str | Path, out_path: str | Path, *, model_name: str,
-                    spec: dict[str, Any], device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
-    """Out-of-fold predictions of one subject's epochs, folds grouped by scene. `from_fits`: the fits files of
-    the spec's `from_models` ({model: path}), for a family that reads them."""
-    _fit(meg_problem(spec, epochs_path, features_path), out_path, model_name, spec, device, from_fits)
+                    spec: dict[str, Any], device: str = "auto", from_fits: dict[str, str] | None = None,
+                    cohort_epochs: list[str | Path] | None = None) -> None:
+    """Out-of-fold predictions of one subject's epochs, folds grouped by scene: the subject's own, or with
+    `cohort_epochs` (every training subject's epochs files) those of `fit_meg_joint` on them. `from_fits`: the
+    fits files of the spec's `from_models` ({model: path}), for a family that reads them."""
+    cohort = None if cohort_epochs is None else [str(e) for e in cohort_epochs]
+    _fit(meg_problem(spec, str(epochs_path), str(features_path), cohort_epochs=cohort), out_path, model_name, spec,
+         device, from_fits)
 
 
 def fit_meg_heldout(train_epochs: list[str | Path], train_features: list[str | Path], epochs_path: str | Path,
