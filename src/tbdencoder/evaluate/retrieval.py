@@ -1,7 +1,7 @@
 """Retrieval scores of the decoding direction: is the true stimulus found among the test candidates?
 
 Each query (a test row's brain data mapped into the image embedding) ranks every candidate (the embeddings of
-the test rows' stimuli) by cosine similarity, as `models.losses.ClipLoss.scores` does in training. The rank of
+the stimuli of the test rows of its outer fold) by cosine similarity, as `models.losses.ClipLoss.scores` does in training. The rank of
 the true candidate is taken under uniform random tie-breaking, so a query that cannot tell candidates apart (a
 constant prediction) sits exactly at chance: rank = 1 + (candidates scored higher) + (others tied) / 2, and
 top-k is the probability that the true candidate is among the first k.
@@ -44,38 +44,45 @@ def top_k(higher: np.ndarray, tied: np.ndarray, k: int) -> np.ndarray:
     return np.clip((k - higher) / (tied + 1), 0.0, 1.0)
 
 
-def chance_interval(n_queries: int, n_candidates: int, k: int, level: float = 0.95) -> tuple[float, float]:
-    """The interval of top-k accuracy of a model without information (independent queries, binomial)."""
-    p = min(k / n_candidates, 1.0)
-    low, high = stats.binom.interval(level, n_queries, p)
+def chance_interval(n_queries: int, chance: float, level: float = 0.95) -> tuple[float, float]:
+    """The interval of the top-k accuracy of a model without information whose expected accuracy is `chance`
+    (independent queries, binomial)."""
+    low, high = stats.binom.interval(level, n_queries, chance)
     return float(low / n_queries), float(high / n_queries)
 
 
-def retrieval_scores(queries: np.ndarray, candidates: np.ndarray, truth: np.ndarray, *,
+def retrieval_scores(predicted: np.ndarray, actual: np.ndarray, *, folds: np.ndarray | None = None,
                      groups: np.ndarray | None = None, resamples: int = 1000, level: float = 0.95,
                      seed: int = 0) -> dict | None:
-    """Top-1, top-5 and median rank of `queries` (n, d) among `candidates` (m, d), query i's true candidate
-    `truth[i]`, with chance and bootstrap intervals over `groups` (default: each query its own); None when
-    fewer than MIN_QUERIES queries or candidates (never a number for what could not be measured)."""
-    truth = np.asarray(truth)
-    if len(queries) < MIN_QUERIES or len(candidates) < MIN_QUERIES:
-        return None
-    if len(truth) != len(queries) or truth.min() < 0 or truth.max() >= len(candidates):
-        raise ValueError(f"truth: expected one candidate index in 0..{len(candidates) - 1} per query "
-                         f"({len(queries)} queries), got {len(truth)} values in {truth.min()}..{truth.max()}")
-    higher, tied = true_rank(cosine_scores(queries, candidates), truth)
+    """Top-1, top-5 and median rank of each row's `actual` embedding (n, d) among the candidates when its
+    `predicted` embedding is the query. Candidates: the actual embeddings of the rows of the query's outer fold
+    (`folds`, default one fold: every row), one per row (distinct stimuli). Chance: the mean over queries of
+    k / its fold's candidates; intervals: a bootstrap over `groups` (default: each row its own). None when a fold
+    has fewer than MIN_QUERIES rows (never a number for what could not be measured)."""
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    if len(predicted) != len(actual):
+        raise ValueError(f"expected one actual embedding per prediction, got {len(actual)} for {len(predicted)}")
+    folds = np.zeros(len(actual), np.int64) if folds is None else np.asarray(folds)
+    higher, tied, candidates = (np.zeros(len(actual)) for _ in range(3))
+    for fold in np.unique(folds):
+        rows = np.flatnonzero(folds == fold)
+        if len(rows) < MIN_QUERIES:
+            return None
+        higher[rows], tied[rows] = true_rank(cosine_scores(predicted[rows], actual[rows]), np.arange(len(rows)))
+        candidates[rows] = len(rows)
     per_query = {f"top{k}": top_k(higher, tied, k) for k in TOP_K}
     per_query["rank"] = 1 + higher + tied / 2
     point = {name: (float(np.median(values)) if name == "rank" else float(values.mean()))
              for name, values in per_query.items()}
-    intervals = _bootstrap(per_query, np.arange(len(queries)) if groups is None else np.asarray(groups),
+    intervals = _bootstrap(per_query, np.arange(len(actual)) if groups is None else np.asarray(groups),
                            resamples, level, seed)
-    n, m = len(queries), len(candidates)
+    n, m = len(actual), float(candidates.mean())
     out = {"n_queries": n, "n_candidates": m, "ci_level": level}
     for k in TOP_K:
-        out[f"top{k}"] = {"value": point[f"top{k}"], "ci": intervals[f"top{k}"], "chance": min(k / m, 1.0),
-                          "chance_interval": list(chance_interval(n, m, k, level))}
-    out["median_rank"] = {"value": point["rank"], "ci": intervals["rank"], "chance": (m + 1) / 2}
+        chance = float(np.minimum(k / candidates, 1.0).mean())
+        out[f"top{k}"] = {"value": point[f"top{k}"], "ci": intervals[f"top{k}"], "chance": chance,
+                          "chance_interval": list(chance_interval(n, chance, level))}
+    out["median_rank"] = {"value": point["rank"], "ci": intervals["rank"], "chance": float(np.median(candidates + 1) / 2)}
     return out
 
 
