@@ -200,18 +200,20 @@ def test_the_shared_rule_needs_subject_dropout():
 CROP_DVA = 2.0
 
 
-def _simulated_subjects(root, head_shift_mm, head_rotation_deg):
-    """Four simulated subjects (SNR 2, ~385 fixations each) preprocessed at 50 Hz, with the simulator's own foveal
-    crop statistics as features: [(epochs, features)]."""
-    simulate_meg(root / "avs", subjects=[1, 2, 3, 4], crop_dva=CROP_DVA, n_sessions=1, n_trials_per_session=50,
-                 n_scenes=50, seed=0, snr=2.0, head_shift_mm=head_shift_mm, head_rotation_deg=head_rotation_deg)
+def simulated_subjects(root, head_shift_mm, head_rotation_deg, subjects=(1, 2, 3, 4), tmin_s=-0.1, tmax_s=0.3,
+                       **simulation):
+    """Simulated subjects (SNR 2, ~385 fixations each) preprocessed at 50 Hz, with the simulator's own foveal crop
+    statistics as features (`layers/block01/global`, and as the `embedding`): [(epochs, features)]."""
+    simulate_meg(root / "avs", subjects=list(subjects), crop_dva=CROP_DVA, n_sessions=1, n_trials_per_session=50,
+                 n_scenes=50, seed=0, snr=2.0, head_shift_mm=head_shift_mm, head_rotation_deg=head_rotation_deg,
+                 **simulation)
     files = []
-    for subject in (1, 2, 3, 4):
+    for subject in subjects:
         folder = root / f"sub-{subject}"
         folder.mkdir()
         prepare_fixations(root / "avs", subject, folder / "fixations.tsv", on_bad="drop")
         preprocess_meg(folder / "fixations.tsv", root / "avs", folder / "epochs.h5", line_freq_hz=50.0, l_freq_hz=0.5,
-                       h_freq_hz=20.0, sfreq_hz=50.0, tmin_s=-0.1, tmax_s=0.3, baseline_s=(-0.1, 0.0),
+                       h_freq_hz=20.0, sfreq_hz=50.0, tmin_s=tmin_s, tmax_s=tmax_s, baseline_s=(tmin_s, 0.0),
                        reject_grad=None, on_bad="drop")
         _, ids, _, fixations = read_epochs(folder / "epochs.h5")
         features = [crop_statistics(extract_dva_crop(np.asarray(Image.open(path).convert("RGB")), (gx, gy), CROP_DVA,
@@ -219,14 +221,14 @@ def _simulated_subjects(root, head_shift_mm, head_rotation_deg):
                     for path, gx, gy in zip(fixations["scene_path"], fixations["gx"], fixations["gy"])]
         with h5py.File(folder / "features.h5", "w") as h5:
             write_strings(h5, "stimulus_id", [f"{i}_foveal" for i in ids])
-            h5["layers/block01/global"] = np.asarray(features, np.float32)
+            h5["layers/block01/global"] = h5["embedding"] = np.asarray(features, np.float32)
         files.append((str(folder / "epochs.h5"), str(seal(folder / "features.h5"))))
     return files
 
 
 def _kshot_r_at_peak(root, head_shift_mm, head_rotation_deg) -> dict[str, float]:
     """Subject 4 held out: r at the peak of its 10 best sensors (cross-fitted) for every k-shot condition."""
-    files = _simulated_subjects(root, head_shift_mm, head_rotation_deg)
+    files = simulated_subjects(root, head_shift_mm, head_rotation_deg)
     spec = dict(family="subject_adapters", backbone="crop_statistics", layers=[1], tokens=["global"],
                 streams=["foveal"], alphas=[1.0, 10.0, 100.0, 1e3, 1e4], outer_folds=4, inner_folds=3, seed=0,
                 rank=4, learning_rate=1e-2, max_epochs=100, patience=5, batch_size=256)

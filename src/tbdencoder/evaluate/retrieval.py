@@ -88,9 +88,10 @@ def retrieval_scores(predicted: np.ndarray, actual: np.ndarray, *, folds: np.nda
 
 def _bootstrap(per_query: dict[str, np.ndarray], groups: np.ndarray, resamples: int, level: float,
                seed: int) -> dict[str, list[float] | None]:
-    """Percentile intervals of each statistic over resamples of whole groups (None with fewer than 2 groups)."""
+    """Percentile intervals of each statistic over resamples of whole groups (None with fewer than 2 groups or
+    no resamples)."""
     names, index = np.unique(groups, return_inverse=True)
-    if len(names) < 2:
+    if len(names) < 2 or resamples < 1:
         return {name: None for name in per_query}
     members = [np.flatnonzero(index == g) for g in range(len(names))]
     rng = np.random.default_rng(seed)
