@@ -1,6 +1,7 @@
-"""Encoding model families: scikit-learn style estimators registered under their `family` name (models.base)."""
+"""Model families (encoding, and decoding: clip_alignment): scikit-learn style estimators registered under their `family` name (models.base)."""
 
 from tbdencoder.models.banded_ridge import BandedRidgeEncoder
+from tbdencoder.models.clip_alignment import ClipAlignment
 from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.mlp import MLPEncoder
 from tbdencoder.models.pca_linear import PcaLinearEncoder
@@ -10,5 +11,5 @@ from tbdencoder.models.subject_adapters import SubjectAdapters
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "BandedRidgeEncoder", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "ClipAlignment", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
            "build_encoder", "register"]

@@ -171,7 +171,7 @@ class ClipAlignment:
         return ((x - x.mean(0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"temperature": np.asarray(float(self.loss_.losses[0].log_temperature.exp()))}
+        return {"temperature": np.asarray(float(self.loss_.losses[0].log_temperature.detach().exp()))}
 
     def artifacts(self) -> dict[str, np.ndarray]:
         """The network's weights, each subject's standardisation and the loss curves."""
