@@ -19,6 +19,8 @@ from tbdencoder.config import load_schema
 from tbdencoder.data.prepare_fmri import prepare_fmri
 from tbdencoder.features.featureset import FeatureSet
 from tbdencoder.fit import meg as fit_meg
+from tbdencoder.fit.decode_fmri import decode_fmri
+from tbdencoder.fit.decode_meg import decode_meg
 from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
 from tbdencoder.models import FAMILIES, trainer
@@ -32,10 +34,12 @@ TINY = {
     "mlp": {"hidden_units": 8, "max_epochs": 6, "patience": 3, "batch_size": 16},
     "pca_linear": {"n_components": 4},
     "subject_adapters": {"rank": 2, "max_epochs": 6, "patience": 3, "batch_size": 16},
+    "clip_alignment": {"channels": 4, "hidden_units": 8, "max_epochs": 4, "patience": 2, "batch_size": 16},
 }
+DECODERS = sorted(family for family in TINY if getattr(FAMILIES[family], "decodes", False))
 FMRI_FIT = {"backbone": "toy", "layers": [1], "tokens": ["global", "grid"], "alphas": [0.1, 10.0, 1000.0],
             "cv_folds": 3, "seed": 0}
-CASES = [(family, modality) for family in sorted(TINY)
+CASES = [(family, modality) for family in sorted(set(TINY) - set(DECODERS))  # encoding families
          for modality in load_schema()["$defs"]["families"][family]["modalities"]]
 
 
@@ -46,6 +50,8 @@ def test_every_registered_family_has_tiny_settings_and_a_schema_entry():
     for name in families:  # the workflow reads the schema's flag, the driver the class's: they must agree
         assert bool(load_schema()["$defs"]["families"][name].get("many_subjects")) == \
             bool(getattr(FAMILIES[name], "many_subjects", False)), name
+        assert bool(load_schema()["$defs"]["families"][name].get("decodes")) == \
+            bool(getattr(FAMILIES[name], "decodes", False)), name
 
 
 def _of_subject(family: str, targets: dict, subject: str) -> dict:
@@ -181,13 +187,24 @@ def test_a_heldout_subject_fit_reloads_and_predicts_new_fixations(meg_problem, t
     np.testing.assert_allclose(predicted.reshape(len(order), -1), np.mean(by_fold, axis=0), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", sorted(f for f in TINY if "checkpoint" in inspect.signature(FAMILIES[f]).parameters))
-def test_a_checkpointing_family_resumes_a_killed_fit_without_redoing_finished_folds(family, meg_problem, tmp_path,
-                                                                                   monkeypatch):
+CHECKPOINTING = sorted(f for f in TINY if "checkpoint" in inspect.signature(FAMILIES[f]).parameters)
+
+
+@pytest.mark.parametrize("family", CHECKPOINTING)
+def test_a_checkpointing_family_resumes_a_killed_fit_without_redoing_finished_folds(family, meg_problem, fmri_problem,
+                                                                                   tmp_path, monkeypatch):
+    """Killed in its third training (a fold; for a decoder, a window and fold), the rerun reloads the finished
+    ones, trains the others, and writes what an uninterrupted run writes."""
     (epochs, features, _), *_ = meg_problem
-    spec = _meg_spec(family)
-    reference = tmp_path / "reference.h5"
-    fit_meg.fit_meg_subject(epochs, features, reference, model_name="m", spec=spec, device="cpu")
+    if family in DECODERS:
+        def run(out):
+            _decode(family, "meg", fmri_problem, meg_problem, out.parent / out.stem)
+            return out.parent / out.stem / "sub-01.h5"
+    else:
+        def run(out):
+            fit_meg.fit_meg_subject(epochs, features, out, model_name="m", spec=_meg_spec(family), device="cpu")
+            return out
+    reference = run(tmp_path / "reference.h5")
     real, epochs_run = trainer.train_on, []
 
     def counted(module, *args, **kwargs):
@@ -206,14 +223,74 @@ def test_a_checkpointing_family_resumes_a_killed_fit_without_redoing_finished_fo
             raise KeyboardInterrupt("killed")
         return counted(*args, **kwargs)
 
-    out = tmp_path / "fit.h5"
     monkeypatch.setattr(trainer, "train_on", killed_in_third_fold)
     with pytest.raises(KeyboardInterrupt):
-        fit_meg.fit_meg_subject(epochs, features, out, model_name="m", spec=spec, device="cpu")
-    assert not out.exists() and all(epochs_run)
+        run(tmp_path / "fit.h5")
+    assert not list(tmp_path.glob("fit*/*.h5")) and not (tmp_path / "fit.h5").exists() and all(epochs_run)
     monkeypatch.setattr(trainer, "train_on", counted)
     epochs_run.clear()
-    fit_meg.fit_meg_subject(epochs, features, out, model_name="m", spec=spec, device="cpu")
+    out = run(tmp_path / "fit.h5")
     assert epochs_run[:2] == [0, 0] and all(epochs_run[2:])  # finished folds reloaded, the others trained
     with h5py.File(out) as h5, h5py.File(reference) as expected:
         np.testing.assert_array_equal(h5["prediction"][:], expected["prediction"][:])
+
+
+DECODING_CASES = [(family, modality) for family in ["ridge", *DECODERS] for modality in ("meg", "fmri")]
+
+
+def _decode(family, modality, fmri_problem, meg_problem, out_dir):
+    """Decode with a tiny model (the target: block01's global vector): the outputs, the inputs per subject."""
+    spec = {"family": family, "backbone": "toy", "target_layer": 1, **TINY[family]}
+    if modality == "meg":
+        files = meg_problem[:2]
+        outs = [out_dir / f"sub-0{k}.h5" for k in (1, 2)]
+        decode_meg([f[0] for f in files], [f[1] for f in files], outs, model_name="d",
+                   spec={**spec, **{k: MEG_FIT[k] for k in ("alphas", "outer_folds", "inner_folds", "seed")}},
+                   window_s=0.1, step_s=0.1, device="cpu")
+        return outs, [(f[0], f[1]) for f in files]
+    responses, features = fmri_problem
+    outs = [out_dir / "subj01.h5"]
+    decode_fmri([responses], [features], outs, model_name="d", spec={**spec, **FMRI_FIT}, device="cpu")
+    return outs, [(responses, features)]
+
+
+@pytest.mark.parametrize("family, modality", DECODING_CASES)
+def test_a_decoder_writes_the_layout_and_a_decoder_of_subjects_reloads(family, modality, fmri_problem, meg_problem,
+                                                                         tmp_path):
+    """The decoding direction through its driver: decoded embeddings of every scored row per window, the
+    candidates, each window and fold's arrays; a decoder of several subjects rebuilt from them predicts as stored."""
+    outs, inputs = _decode(family, modality, fmri_problem, meg_problem, tmp_path)
+    subjects = []
+    for out in outs:
+        with h5py.File(out) as h5:
+            n_windows, n_rows, d = h5["prediction"].shape
+            assert d == 16 if modality == "meg" else d == 6  # block01/global: the foveal crops' / the images'
+            assert h5["actual"].shape == (n_rows, d) and h5["fold"].shape == (n_rows,)
+            assert n_windows == (2 if modality == "meg" else 1) and len(h5["window_s"]) == n_windows
+            scored = h5["fold"][:] >= 0
+            assert scored.any() and np.isfinite(h5["prediction"][:]).all()
+            assert np.abs(h5["prediction"][:, scored]).max() > 0 and not h5["prediction"][:, ~scored].any()
+            assert json.loads(h5.attrs["spec"])["family"] == family
+            assert "windows/0/folds/0" in h5
+            subjects.append(str(h5.attrs["subject"]))
+    if family not in DECODERS:
+        return
+    from tbdencoder.fit.decode import reload_decoder
+    from tbdencoder.fit.decode_fmri import fmri_decode_rows
+    from tbdencoder.fit.decode_meg import meg_decode_rows
+
+    with h5py.File(outs[0]) as h5:
+        arrays = {}
+        h5["windows/0/folds/0"].visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                                           if hasattr(item, "dtype") else None)
+        stored, fold, spec = h5["prediction"][0], h5["fold"][:], json.loads(h5.attrs["spec"])
+    model = reload_decoder(spec, arrays, subjects)
+    if modality == "meg":
+        rows = meg_decode_rows(*inputs[0], 1)
+        brain = rows.brain[:, :, :2]  # window 0: the first 0.1 s, 2 samples at 20 Hz
+    else:
+        rows, _ = fmri_decode_rows(*inputs[0], 1)
+        brain = rows.brain
+    first = fold == 0
+    decoded = model.predict({subjects[0]: brain[first]})[subjects[0]]
+    np.testing.assert_allclose(decoded, stored[first], rtol=1e-4, atol=1e-5)

@@ -43,6 +43,10 @@ SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
                  '"random_init": false, "seed": 0, "layers": [6, 12], "grid_size": 2, "batch_size": 32}}'),
     "kshot-meg": (("meg.evaluation",), '{"meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": 10, '
                                       '"kshot_sizes": [25, 50, 100, 200]}}'),
+    "decode-meg": (("meg.decoding",), '{"meg.decoding": {"window_s": 0.25, "step_s": 0.05, "models": {"ridge_decoder": '
+                                      '{"family": "ridge", "backbone": "clip_vitb32"}}}}'),
+    "evaluate-decoding": (("meg.evaluation",), '{"meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": '
+                                               '10, "bootstrap_resamples": 1000}}'),
     "kshot-fmri": (("fmri.evaluation",), '{"fmri.evaluation": {"submission_model": "ridge_grid", '
                                         '"figure_roi_classes": ["streams"], "kshot_sizes": [25, 50, 100, 200]}}'),
     "evaluate": (("fmri.evaluation",),
@@ -194,7 +198,21 @@ def _evaluate(a: argparse.Namespace, evaluate_subject: Callable) -> None:
 
 def _merge_metrics(a: argparse.Namespace, merge_metrics: Callable) -> None:
     merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs, kshot_inputs=a.kshot_inputs,
-                  fmri_kshot_inputs=a.fmri_kshot_inputs)
+                  fmri_kshot_inputs=a.fmri_kshot_inputs, decoding_inputs=a.decoding_inputs)
+
+
+def _decode_meg(a: argparse.Namespace, decode_meg: Callable) -> None:
+    from tbdencoder.config import parse_decoding_spec
+
+    (decoding,) = _settings(a, "decode-meg")
+    decode_meg(a.epochs, a.features, a.out, model_name=a.model_name, spec=parse_decoding_spec(a.spec),
+               window_s=decoding["window_s"], step_s=decoding["step_s"], device=a.device)
+
+
+def _evaluate_decoding(a: argparse.Namespace, evaluate_decoding: Callable) -> None:
+    (evaluation,) = _settings(a, "evaluate-decoding")
+    evaluate_decoding(a.decodings, a.metrics_out, a.figure_out, resamples=evaluation["bootstrap_resamples"],
+                      level=evaluation["ci_level"], seed=evaluation["bootstrap_seed"])
 
 
 def _validate_params(a: argparse.Namespace, load_params: Callable) -> None:
@@ -341,6 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "a meg.models.<name> entry of params.yaml with the meg.fit section's keys", outs="+")
     p.set_defaults(func=_fit_meg_joint)
 
+    p = steps.add_parser("decode-meg", help="the decoding direction: every training subject's MEG windows -> the "
+                                            "foveal crop's image embedding, out of fold (one decoding model)")
+    p.add_argument("--epochs", type=Path, nargs="+", required=True, help="every training subject's epochs.h5")
+    p.add_argument("--features", type=Path, nargs="+", required=True, help="their crop features, in that order")
+    _add_model_args(p, "a meg.decoding.models.<name> entry of params.yaml with the meg.fit section's keys", outs="+")
+    _add_settings(p, "decode-meg")
+    p.set_defaults(func=_decode_meg)
+
+    p = steps.add_parser("evaluate-decoding", help="retrieval over time of one subject's decoded embeddings (top-1, "
+                                                   "top-5, median rank, chance), metrics and a figure")
+    p.add_argument("--decodings", type=Path, nargs="+", required=True, help="the subject's decoding files")
+    p.add_argument("--metrics-out", type=Path, required=True)
+    p.add_argument("--figure-out", type=Path, required=True)
+    _add_settings(p, "evaluate-decoding")
+    p.set_defaults(func=_evaluate_decoding)
+
     p = steps.add_parser("kshot-meg", help="a held-out subject from k of its fixations: a model of several "
                                            "subjects calibrated on them, against pooled and per-subject ridge")
     p.add_argument("--epochs", type=Path, required=True)
@@ -401,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kshot-inputs", type=Path, nargs="*", default=[], help="held-out MEG subjects' k-shot metrics")
     p.add_argument("--fmri-kshot-inputs", type=Path, nargs="*", default=[],
                    help="held-out fMRI subjects' k-shot metrics")
+    p.add_argument("--decoding-inputs", type=Path, nargs="*", default=[], help="per-subject MEG decoding metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
 

@@ -82,6 +82,8 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
     for modality in ("fmri", "meg"):
         for name, spec in params.get(modality, {}).get("models", {}).items():
             _raise(check_model(spec, modality, source, f"{modality}.models.{name}"))
+    for name, spec in params.get("meg", {}).get("decoding", {}).get("models", {}).items():
+        _raise(check_decoding_model(spec, source, f"meg.decoding.models.{name}"))
     _check_references(params, source)
     return params
 
@@ -154,7 +156,8 @@ def check_model(spec: dict[str, Any], modality: str, source: str, key: str) -> l
                 f"only, not {modality}"]
     common = load_schema()["$defs"]["model"]["properties"]
     for extra in sorted(set(spec) - set(common) - set(family["properties"])):
-        owners = sorted(name for name, entry in families.items() if extra in entry["properties"])
+        owners = sorted(name for name, entry in families.items()
+                        if extra in entry["properties"] and not entry.get("decodes"))  # encoding families
         takes = ", ".join(family["properties"]) or "no hyper-parameters"
         lines.append(f"{source}: key '{key}.{extra}': not a setting of family {spec['family']} (it takes {takes})"
                      + (f"; '{extra}' is a setting of {', '.join(owners)}" if owners else ""))
@@ -171,6 +174,36 @@ def check_model(spec: dict[str, Any], modality: str, source: str, key: str) -> l
     if modality == "fmri" and "streams" in spec:
         lines.append(f"{source}: key '{key}.streams': fMRI models have no crop streams (a MEG setting)")
     return lines
+
+
+def check_decoding_model(spec: dict[str, Any], source: str, key: str) -> list[str]:
+    """What is wrong with one decoding model entry (without the fit settings): its schema and its family's."""
+    lines = _errors(spec, load_schema()["$defs"]["decoding_model"], source, key)
+    if lines:
+        return lines
+    family = load_schema()["$defs"]["families"][spec["family"]]
+    common = load_schema()["$defs"]["decoding_model"]["properties"]
+    for extra in sorted(set(spec) - set(common) - set(family["properties"])):
+        lines.append(f"{source}: key '{key}.{extra}': not a setting of a decoding model of family {spec['family']} "
+                     f"(it takes {', '.join(family['properties']) or 'no hyper-parameters'})")
+    own = {name: value for name, value in spec.items() if name in family["properties"]}
+    return lines + _errors(own, {"type": "object", "properties": family["properties"]}, source, key)
+
+
+def _check_decoding_targets(decoding: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
+    """Each decoding model's backbone is defined and stores its target (the embedding, or the target layer)."""
+    for name, spec in decoding["models"].items():
+        key = f"meg.decoding.models.{name}"
+        backbone = backbones.get(spec["backbone"])
+        if backbone is None:
+            raise ParamsError(f"{source}: key '{key}.backbone': '{spec['backbone']}' is not one of "
+                              f"features.backbones {sorted(backbones)}")
+        if "target_layer" not in spec and not backbone.get("embedding"):
+            raise ParamsError(f"{source}: key '{key}': its target, the output embedding of '{spec['backbone']}', is "
+                              f"not stored: set features.backbones.{spec['backbone']}.embedding: true, or target_layer")
+        if "target_layer" in spec and spec["target_layer"] not in backbone["layers"]:
+            raise ParamsError(f"{source}: key '{key}.target_layer': {spec['target_layer']!r} is not extracted by "
+                              f"backbone '{spec['backbone']}' (features.backbones.{spec['backbone']}.layers)")
 
 
 def _check_references(params: dict[str, Any], source: str) -> None:
@@ -296,6 +329,8 @@ def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> N
         raise ParamsError(f"{source}: key 'meg.heldout_subjects': subjects {both} are also training subjects")
     if meg["heldout_subjects"] and not meg["subjects"]:
         raise ParamsError(f"{source}: key 'meg.subjects': a held-out subject needs at least one training subject")
+    if "decoding" in meg:
+        _check_decoding_targets(meg["decoding"], backbones, source)
     undefined = sorted(set(meg["evaluation"]["compare"]) - set(meg["models"]))
     if undefined:
         raise ParamsError(f"{source}: key 'meg.evaluation.compare': {undefined} are not meg.models {sorted(meg['models'])}")
@@ -331,6 +366,18 @@ def parse_model_spec(text: str, modality: str) -> dict[str, Any]:
     fit_part = {key: value for key, value in spec.items() if key in fit_schema["properties"]}
     _raise(check_model(model_part, modality, "model spec", "<spec>") + _errors(fit_part, fit_schema, "model spec"))
     _check_alphas("alphas", spec["alphas"], "model spec")
+    return with_defaults(spec)
+
+
+def parse_decoding_spec(text: str) -> dict[str, Any]:
+    """A decoding model spec (JSON: a `meg.decoding.models.<name>` entry with `meg.fit`'s keys), checked against
+    the params schema, with its family's defaults filled in."""
+    spec = _json_object(text, "decoding spec")
+    fit_schema = load_schema()["properties"]["meg"]["properties"]["fit"]
+    model_part = {key: value for key, value in spec.items() if key not in fit_schema["properties"]}
+    fit_part = {key: value for key, value in spec.items() if key in fit_schema["properties"]}
+    _raise(check_decoding_model(model_part, "decoding spec", "<spec>") + _errors(fit_part, fit_schema, "decoding spec"))
+    _check_alphas("alphas", spec["alphas"], "decoding spec")
     return with_defaults(spec)
 
 

@@ -95,8 +95,10 @@ PHASES: dict[str, dict[str, Half]] = {
         "common": Half(deps=["results/features"], outs=["results/fits"]),
         "fmri": Half(["fit", "fit_joint"], ["fit", "fit_joint"], ["fmri.subjects", "fmri.hemispheres", "fmri.models",
                                                                   "fmri.fit"], ["results/fmri"]),
-        "meg": Half(["fit_meg", "fit_meg_joint", "fit_meg_heldout"], ["fit_meg", "fit_meg_joint", "fit_meg_heldout"],
-                    ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit"], ["results/meg"]),
+        "meg": Half(["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg"],
+                    ["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg"],
+                    ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit", "meg.decoding"], ["results/meg"],
+                    ["results/decoding"]),
     },
     "evaluate": {
         # the k-shot rules fit a model of several subjects for a held-out subject: scores, not fits
@@ -105,9 +107,9 @@ PHASES: dict[str, dict[str, Half]] = {
         "fmri": Half(["evaluate", "kshot_fmri"], [], ["fmri.subjects", "fmri.heldout_subjects", "fmri.hemispheres",
                                                       "fmri.models", "fmri.fit", "fmri.evaluation"],
                      ["results/fmri"], ["results/submission"]),
-        "meg": Half(["evaluate_meg", "kshot_meg"], [], ["meg.subjects", "meg.heldout_subjects", "meg.models",
-                                                        "meg.fit", "meg.screen", "meg.noise_ceiling", "meg.evaluation"],
-                    ["results/meg"]),
+        "meg": Half(["evaluate_meg", "kshot_meg", "evaluate_decoding_meg"], [],
+                    ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit", "meg.screen", "meg.noise_ceiling",
+                     "meg.evaluation", "meg.decoding"], ["results/meg", "results/decoding"]),
     },
 }
 

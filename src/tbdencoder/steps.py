@@ -22,6 +22,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     "fit-meg": ("tbdencoder.fit.meg:fit_meg_subject",),
     "fit-meg-heldout": ("tbdencoder.fit.meg:fit_meg_heldout",),
     "fit-meg-joint": ("tbdencoder.fit.meg:fit_meg_joint",),
+    "decode-meg": ("tbdencoder.fit.decode_meg:decode_meg",),
+    "evaluate-decoding": ("tbdencoder.evaluate.decoding:evaluate_decoding",),
     "kshot-meg": ("tbdencoder.evaluate.kshot_meg:kshot_meg_subject",),
     "kshot-fmri": ("tbdencoder.evaluate.kshot_fmri:kshot_fmri_subject",),
     "predict": ("tbdencoder.fit.fmri:predict_stimuli", "tbdencoder.fit.meg:predict_meg_stimuli",

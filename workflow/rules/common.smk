@@ -17,6 +17,7 @@ MEG_SUBJECTS = [subject_label(number) for number in MEG.get("subjects", [])]
 MEG_HELDOUT = [subject_label(number) for number in MEG.get("heldout_subjects", [])]
 MEG_MODELS = MEG.get("models", {})
 MEG_JOINT = joint_models(MEG_MODELS)  # fitted on every training subject at once (one job per model)
+MEG_DECODERS = MEG.get("decoding", {}).get("models", {})  # brain -> image embedding, scored by retrieval
 SIMULATE_MEG = simulation(config, "meg")
 MEG_FIGURES = ["r_time", "topomap", "dual_vs_foveal", "preferred_block", "training"]
 

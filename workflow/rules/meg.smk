@@ -111,6 +111,59 @@ rule fit_meg_joint:
         " > {log} 2>&1"
 
 
+rule decode_meg:
+    """The decoding direction, one decoding model: every training subject's MEG windows -> the foveal crop's image
+    embedding, out of fold on the folds of all their scenes (those of fit_meg); one file per subject."""
+    input:
+        epochs=expand("results/meg/{subject}/epochs.h5", subject=MEG_SUBJECTS),
+        features=lambda wc: [f"results/features/{MEG_DECODERS[wc.decoder]['backbone']}/meg_{subject}.h5"
+                             for subject in MEG_SUBJECTS],
+    output:
+        expand("results/decoding/meg/{subject}/{{decoder}}.h5", subject=MEG_SUBJECTS),
+    wildcard_constraints:
+        decoder="|".join(MEG_DECODERS) or "^$",
+    params:
+        spec=lambda wc: model_spec(MEG_DECODERS[wc.decoder], MEG["fit"]),
+        settings=settings("meg.decoding"),
+    log:
+        "logs/decode_meg/{decoder}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/decode_meg/{decoder}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} decode-meg --epochs {input.epochs} --features {input.features}"
+        " --model-name {wildcards.decoder} --spec {params.spec} --device {resources.device} --out {output}"
+        " --settings {params.settings} > {log} 2>&1"
+
+
+rule evaluate_decoding_meg:
+    """Retrieval over time of a subject's decoded embeddings, every decoding model side by side."""
+    input:
+        expand("results/decoding/meg/{{subject}}/{decoder}.h5", decoder=MEG_DECODERS),
+    output:
+        metrics="results/metrics/decoding_meg_{subject}.json",
+        figure=report(
+            "results/figures/decoding_meg_{subject}.png",
+            caption="../report/meg_decoding.rst",
+            category="MEG",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "figure": "decoding"},
+        ),
+    params:
+        settings=settings("meg.evaluation"),
+    log:
+        "logs/evaluate_decoding/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder evaluate-decoding --decodings {input} --metrics-out {output.metrics}"
+        " --figure-out {output.figure} --settings {params.settings} > {log} 2>&1"
+
+
 rule kshot_meg:
     """A held-out subject from k of its fixations: a model of several subjects calibrated on them, side by side
     with ridge pooled over the training subjects and ridge on the same k fixations alone."""

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import h5py
 import numpy as np
 
+from tbdencoder.evaluate.plots import plot_decoding
 from tbdencoder.evaluate.retrieval import retrieval_scores
+from tbdencoder.io import atomic_write_text, get_logger
+
+log = get_logger("evaluate_decoding")
 
 
 def read_decoding(path: str | Path) -> dict:
@@ -74,3 +80,28 @@ def _cross_fitted_peak(prediction: np.ndarray, actual: np.ndarray, fold: np.ndar
         for key in scores:
             scores[key].append(result[key]["value"])
     return {"window_s": chosen, "top1": float(np.mean(scores["top1"])), "top5": float(np.mean(scores["top5"]))}
+
+
+def evaluate_decoding(decoding_paths: list[str | Path], metrics_out: str | Path, figure_out: str | Path, *,
+                      resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """One subject's decoding files (one per model) scored: metrics json {subject, models: {model:
+    decoding_scores}} and the time-course figure; returns the json."""
+    scores = {}
+    random_init = False
+    for path in decoding_paths:
+        entry = decoding_scores(path, resamples=resamples, level=level, seed=seed)
+        scores[entry["model"]] = entry
+        with h5py.File(path, "r") as h5:
+            random_init |= bool(h5.attrs.get("random_init_features", False))
+    subjects = {entry["subject"] for entry in scores.values()}
+    if len(subjects) != 1:
+        raise ValueError(f"{[str(p) for p in decoding_paths]}: expected one subject's decoding files, got {sorted(subjects)}")
+    subject = subjects.pop()
+    metrics = {"subject": subject, "random_init_features": random_init, "models": scores}
+    atomic_write_text(metrics_out, json.dumps(metrics, indent=2))
+    plot_decoding(subject, scores, figure_out, random_init)
+    for name, entry in scores.items():
+        peak = entry["peak"] or {}
+        log.info("%s %s: top-5 at the cross-fitted peak %s, centred at %s s", subject, name, peak.get("top5"),
+                 entry["centre_s"])
+    return metrics

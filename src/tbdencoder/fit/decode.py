@@ -129,3 +129,13 @@ def _fit_window(spec: dict[str, Any], rows: dict[str, DecodeRows], embedding: di
 def brain_features(brain: np.ndarray) -> FeatureSet:
     """Brain data (n, C, T) as the one feature block an encoding family reads (channel-major)."""
     return FeatureSet(["brain"], [np.ascontiguousarray(brain.reshape(len(brain), -1), dtype=np.float32)], [None])
+
+
+def reload_decoder(spec: dict[str, Any], arrays: dict[str, np.ndarray], subjects: list[str]):
+    """A decoder of several subjects (a family that `decodes`) rebuilt from one window and fold's stored arrays
+    (`windows/<w>/folds/<k>/` of a decoding file) for `subjects`, the subjects it was fitted on, in order."""
+    if not decodes(spec):
+        raise ValueError(f"family {spec['family']!r} is run per subject as a decoder and keeps only its state; "
+                         "rebuilding it needs its training rows")
+    return FAMILIES[spec["family"]].reload({k: v for k, v in spec.items() if k != "target_layer"},
+                                           {k: v for k, v in arrays.items() if not k.startswith("state/")}, subjects)

@@ -51,6 +51,17 @@ class AlignmentNetwork(nn.Module):
                      nn.Sequential(nn.Linear(channels, hidden_units), nn.GELU(), nn.Dropout(dropout),
                                    nn.Linear(hidden_units, n_out)))
 
+    def forward(self, batch: dict) -> torch.Tensor:
+        """(b, d) for a batch of SubjectsData with the embedding as `x` and the brain data per subject as `y`:
+        every row through its subject's layer, then the shared part."""
+        h = None
+        for key, x in batch["y"].items():
+            part = self.subject_layer(x, self.subject_layers[int(key)])
+            if h is None:
+                h = part.new_zeros((len(batch["x"]), *part.shape[1:]))
+            h = h.index_copy(0, batch["rows"][key], part)
+        return self.shared(h)
+
     def shared(self, h: torch.Tensor) -> torch.Tensor:
         """(b, d) from the subject layers' output h (b, D, T)."""
         return self.head(self.aggregate(self.temporal(h)).squeeze(-1))
@@ -61,16 +72,8 @@ class AlignmentNetwork(nn.Module):
 
 
 def _forward(network: AlignmentNetwork, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The trainer's forward: every row through its subject's layer, then the shared part, against the embedding
-    (SubjectsData with the embedding as `x` and the brain data per subject as `y`)."""
-    target = batch["x"]
-    h = None
-    for key, x in batch["y"].items():
-        part = network.subject_layer(x, network.subject_layers[int(key)])
-        if h is None:
-            h = part.new_zeros((len(target), *part.shape[1:]))
-        h = h.index_copy(0, batch["rows"][key], part)
-    return network.shared(h), target
+    """The trainer's forward: the batch's decoded embeddings against its embeddings."""
+    return network(batch), batch["x"]
 
 
 def alignment_loss(clip_weight: float, temperature: float) -> list:
