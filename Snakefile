@@ -49,3 +49,4 @@ rule all:
         expand("results/figures/kshot_meg_{subject}_{model}.png", subject=MEG_HELDOUT, model=MEG_JOINT),
         expand("results/figures/kshot_fmri_{subject}_{model}.png", subject=HELDOUT, model=JOINT),
         expand("results/figures/decoding_meg_{subject}.png", subject=MEG_SUBJECTS if MEG_DECODERS else []),
+        expand("results/figures/decoding_fmri_{subject}.png", subject=SUBJECTS if DECODERS else []),

@@ -45,8 +45,9 @@ SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
                                       '"kshot_sizes": [25, 50, 100, 200]}}'),
     "decode-meg": (("meg.decoding",), '{"meg.decoding": {"window_s": 0.25, "step_s": 0.05, "models": {"ridge_decoder": '
                                       '{"family": "ridge", "backbone": "clip_vitb32"}}}}'),
-    "evaluate-decoding": (("meg.evaluation",), '{"meg.evaluation": {"compare": ["foveal", "dual"], "n_best_sensors": '
-                                               '10, "bootstrap_resamples": 1000}}'),
+    "evaluate-decoding": (("*.decoding",), '{"fmri.decoding": {"bootstrap_resamples": 1000, '
+                                                            '"models": {"ridge_decoder": {"family": "ridge", '
+                                                            '"backbone": "clip_vitb32"}}}}'),
     "kshot-fmri": (("fmri.evaluation",), '{"fmri.evaluation": {"submission_model": "ridge_grid", '
                                         '"figure_roi_classes": ["streams"], "kshot_sizes": [25, 50, 100, 200]}}'),
     "evaluate": (("fmri.evaluation",),
@@ -198,19 +199,27 @@ def _evaluate(a: argparse.Namespace, evaluate_subject: Callable) -> None:
 
 def _merge_metrics(a: argparse.Namespace, merge_metrics: Callable) -> None:
     merge_metrics(a.inputs, a.out, meg_inputs=a.meg_inputs, kshot_inputs=a.kshot_inputs,
-                  fmri_kshot_inputs=a.fmri_kshot_inputs, decoding_inputs=a.decoding_inputs)
+                  fmri_kshot_inputs=a.fmri_kshot_inputs, decoding_inputs=a.decoding_inputs,
+                  fmri_decoding_inputs=a.fmri_decoding_inputs)
 
 
 def _decode_meg(a: argparse.Namespace, decode_meg: Callable) -> None:
     from tbdencoder.config import parse_decoding_spec
 
     (decoding,) = _settings(a, "decode-meg")
-    decode_meg(a.epochs, a.features, a.out, model_name=a.model_name, spec=parse_decoding_spec(a.spec),
+    decode_meg(a.epochs, a.features, a.out, model_name=a.model_name, spec=parse_decoding_spec(a.spec, "meg"),
                window_s=decoding["window_s"], step_s=decoding["step_s"], device=a.device)
 
 
+def _decode_fmri(a: argparse.Namespace, decode_fmri: Callable) -> None:
+    from tbdencoder.config import parse_decoding_spec
+
+    decode_fmri(a.responses, a.features, a.out, model_name=a.model_name, spec=parse_decoding_spec(a.spec, "fmri"),
+                device=a.device)
+
+
 def _evaluate_decoding(a: argparse.Namespace, evaluate_decoding: Callable) -> None:
-    (evaluation,) = _settings(a, "evaluate-decoding")
+    (evaluation,) = _settings(a, "evaluate-decoding")  # meg.decoding or fmri.decoding
     evaluate_decoding(a.decodings, a.metrics_out, a.figure_out, resamples=evaluation["bootstrap_resamples"],
                       level=evaluation["ci_level"], seed=evaluation["bootstrap_seed"])
 
@@ -367,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "decode-meg")
     p.set_defaults(func=_decode_meg)
 
+    p = steps.add_parser("decode-fmri", help="the decoding direction: every subject's vertices -> the image's "
+                                             "embedding, trained on the training images, the scored ones decoded")
+    p.add_argument("--responses", type=Path, nargs="+", required=True, help="every subject's responses.h5")
+    p.add_argument("--features", type=Path, nargs="+", required=True, help="their image features, in that order")
+    _add_model_args(p, "an fmri.decoding.models.<name> entry of params.yaml with the fit section's keys", outs="+")
+    p.set_defaults(func=_decode_fmri)
+
     p = steps.add_parser("evaluate-decoding", help="retrieval over time of one subject's decoded embeddings (top-1, "
                                                    "top-5, median rank, chance), metrics and a figure")
     p.add_argument("--decodings", type=Path, nargs="+", required=True, help="the subject's decoding files")
@@ -436,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fmri-kshot-inputs", type=Path, nargs="*", default=[],
                    help="held-out fMRI subjects' k-shot metrics")
     p.add_argument("--decoding-inputs", type=Path, nargs="*", default=[], help="per-subject MEG decoding metrics")
+    p.add_argument("--fmri-decoding-inputs", type=Path, nargs="*", default=[], help="per-subject fMRI decoding metrics")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_merge_metrics)
 

@@ -82,8 +82,9 @@ def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict
     for modality in ("fmri", "meg"):
         for name, spec in params.get(modality, {}).get("models", {}).items():
             _raise(check_model(spec, modality, source, f"{modality}.models.{name}"))
-    for name, spec in params.get("meg", {}).get("decoding", {}).get("models", {}).items():
-        _raise(check_decoding_model(spec, source, f"meg.decoding.models.{name}"))
+    for modality in ("fmri", "meg"):
+        for name, spec in params.get(modality, {}).get("decoding", {}).get("models", {}).items():
+            _raise(check_decoding_model(spec, source, f"{modality}.decoding.models.{name}"))
     _check_references(params, source)
     return params
 
@@ -190,10 +191,10 @@ def check_decoding_model(spec: dict[str, Any], source: str, key: str) -> list[st
     return lines + _errors(own, {"type": "object", "properties": family["properties"]}, source, key)
 
 
-def _check_decoding_targets(decoding: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
+def _check_decoding_targets(modality: str, decoding: dict[str, Any], backbones: dict[str, Any], source: str) -> None:
     """Each decoding model's backbone is defined and stores its target (the embedding, or the target layer)."""
     for name, spec in decoding["models"].items():
-        key = f"meg.decoding.models.{name}"
+        key = f"{modality}.decoding.models.{name}"
         backbone = backbones.get(spec["backbone"])
         if backbone is None:
             raise ParamsError(f"{source}: key '{key}.backbone': '{spec['backbone']}' is not one of "
@@ -253,6 +254,8 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
     _check_from_models("fmri", fmri["models"], source)
     for name, spec in fmri["models"].items():
         _check_model_features(f"fmri.models.{name}", spec, backbones, source)
+    if "decoding" in fmri:
+        _check_decoding_targets("fmri", fmri["decoding"], backbones, source)
     if fmri["evaluation"]["submission_model"] not in fmri["models"]:
         raise ParamsError(
             f"{source}: key 'fmri.evaluation.submission_model': '{fmri['evaluation']['submission_model']}' "
@@ -330,7 +333,7 @@ def _check_meg(meg: dict[str, Any], backbones: dict[str, Any], source: str) -> N
     if meg["heldout_subjects"] and not meg["subjects"]:
         raise ParamsError(f"{source}: key 'meg.subjects': a held-out subject needs at least one training subject")
     if "decoding" in meg:
-        _check_decoding_targets(meg["decoding"], backbones, source)
+        _check_decoding_targets("meg", meg["decoding"], backbones, source)
     undefined = sorted(set(meg["evaluation"]["compare"]) - set(meg["models"]))
     if undefined:
         raise ParamsError(f"{source}: key 'meg.evaluation.compare': {undefined} are not meg.models {sorted(meg['models'])}")
@@ -369,11 +372,11 @@ def parse_model_spec(text: str, modality: str) -> dict[str, Any]:
     return with_defaults(spec)
 
 
-def parse_decoding_spec(text: str) -> dict[str, Any]:
-    """A decoding model spec (JSON: a `meg.decoding.models.<name>` entry with `meg.fit`'s keys), checked against
-    the params schema, with its family's defaults filled in."""
+def parse_decoding_spec(text: str, modality: str) -> dict[str, Any]:
+    """A decoding model spec (JSON: a `<modality>.decoding.models.<name>` entry with `<modality>.fit`'s keys),
+    checked against the params schema, with its family's defaults filled in."""
     spec = _json_object(text, "decoding spec")
-    fit_schema = load_schema()["properties"]["meg"]["properties"]["fit"]
+    fit_schema = load_schema()["properties"][modality]["properties"]["fit"]
     model_part = {key: value for key, value in spec.items() if key not in fit_schema["properties"]}
     fit_part = {key: value for key, value in spec.items() if key in fit_schema["properties"]}
     _raise(check_decoding_model(model_part, "decoding spec", "<spec>") + _errors(fit_part, fit_schema, "decoding spec"))

@@ -93,8 +93,9 @@ PHASES: dict[str, dict[str, Half]] = {
     },
     "fit": {
         "common": Half(deps=["results/features"], outs=["results/fits"]),
-        "fmri": Half(["fit", "fit_joint"], ["fit", "fit_joint"], ["fmri.subjects", "fmri.hemispheres", "fmri.models",
-                                                                  "fmri.fit"], ["results/fmri"]),
+        "fmri": Half(["fit", "fit_joint", "decode_fmri"], ["fit", "fit_joint", "decode_fmri"],
+                     ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.fit", "fmri.decoding"], ["results/fmri"],
+                     ["results/decoding"]),
         "meg": Half(["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg"],
                     ["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg"],
                     ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit", "meg.decoding"], ["results/meg"],
@@ -104,9 +105,9 @@ PHASES: dict[str, dict[str, Half]] = {
         # the k-shot rules fit a model of several subjects for a held-out subject: scores, not fits
         "common": Half(["merge_metrics"], [], deps=["results/fits", "results/features", "workflow/report"],
                        outs=["results/metrics", "results/scores", "results/figures"]),
-        "fmri": Half(["evaluate", "kshot_fmri"], [], ["fmri.subjects", "fmri.heldout_subjects", "fmri.hemispheres",
-                                                      "fmri.models", "fmri.fit", "fmri.evaluation"],
-                     ["results/fmri"], ["results/submission"]),
+        "fmri": Half(["evaluate", "kshot_fmri", "evaluate_decoding_fmri"], [],
+                     ["fmri.subjects", "fmri.heldout_subjects", "fmri.hemispheres", "fmri.models", "fmri.fit",
+                      "fmri.evaluation", "fmri.decoding"], ["results/fmri", "results/decoding"], ["results/submission"]),
         "meg": Half(["evaluate_meg", "kshot_meg", "evaluate_decoding_meg"], [],
                     ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit", "meg.screen", "meg.noise_ceiling",
                      "meg.evaluation", "meg.decoding"], ["results/meg", "results/decoding"]),
@@ -127,6 +128,9 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
         for attr in ("rules", "until", "params", "deps", "outs"):
             getattr(merged, attr).extend(v for v in getattr(half, attr) if v not in getattr(merged, attr))
     merged.params = [path for path in merged.params if _given(params, path)]  # DVC refuses a key the file lacks
+    if not any(_given(params, f"{half}.decoding") for half in halves(params)):  # nothing decoded: no folder
+        merged.deps, merged.outs = ([path for path in paths if path != "results/decoding"]
+                                    for paths in (merged.deps, merged.outs))
     if name == "prepare":
         simulated = [half for half in halves(params) if simulation(params, half)]
         merged.rules[:0] = [f"simulate_{half}" for half in simulated]

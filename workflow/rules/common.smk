@@ -10,6 +10,7 @@ HELDOUT = setting(config, "fmri.heldout_subjects") if FMRI else []  # not traine
 HEMISPHERES = FMRI.get("hemispheres", [])
 MODELS = FMRI.get("models", {})
 JOINT = joint_models(MODELS)  # fitted on every subject at once (one job per model and hemisphere)
+DECODERS = FMRI.get("decoding", {}).get("models", {})  # vertices -> image embedding, scored by retrieval
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = simulation(config, "fmri")  # None: the user's data
 MEG = config.get("meg", {})

@@ -54,6 +54,7 @@ rule merge_metrics:
         kshot=expand("results/metrics/kshot_meg_{subject}_{model}.json", subject=MEG_HELDOUT, model=MEG_JOINT),
         fmri_kshot=expand("results/metrics/kshot_fmri_{subject}_{model}.json", subject=HELDOUT, model=JOINT),
         decoding=expand("results/metrics/decoding_meg_{subject}.json", subject=MEG_SUBJECTS if MEG_DECODERS else []),
+        fmri_decoding=expand("results/metrics/decoding_fmri_{subject}.json", subject=SUBJECTS if DECODERS else []),
     output:
         "results/metrics.json",
     log:
@@ -62,4 +63,5 @@ rule merge_metrics:
         "../envs/tbdencoder.yaml"
     shell:
         "tbdencoder merge-metrics --inputs {input.fmri} --meg-inputs {input.meg} --kshot-inputs {input.kshot}"
-        " --fmri-kshot-inputs {input.fmri_kshot} --decoding-inputs {input.decoding} --out {output} > {log} 2>&1"
+        " --fmri-kshot-inputs {input.fmri_kshot} --decoding-inputs {input.decoding}"
+        " --fmri-decoding-inputs {input.fmri_decoding} --out {output} > {log} 2>&1"

@@ -92,3 +92,55 @@ rule kshot_fmri:
         " --train-features {input.train_features} --train-responses {input.train_responses}"
         " --model-name {wildcards.model} --spec {params.spec} --device {resources.device}"
         " --metrics-out {output.metrics} --figure-out {output.figure} --settings {params.settings} > {log} 2>&1"
+
+
+rule decode_fmri:
+    """The decoding direction, one decoding model: every subject's vertices (both hemispheres) -> the image's
+    embedding, trained on the training images, the scored images decoded; one file per subject."""
+    input:
+        responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+        features=lambda wc: [f"results/features/{DECODERS[wc.decoder]['backbone']}/fmri_{subject}.h5"
+                             for subject in SUBJECTS],
+    output:
+        expand("results/decoding/fmri/{subject}/{{decoder}}.h5", subject=SUBJECTS),
+    wildcard_constraints:
+        decoder="|".join(DECODERS) or "^$",
+    params:
+        spec=lambda wc: model_spec(DECODERS[wc.decoder], FMRI["fit"]),
+    log:
+        "logs/decode_fmri/{decoder}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/decode_fmri/{decoder}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} decode-fmri --responses {input.responses} --features {input.features}"
+        " --model-name {wildcards.decoder} --spec {params.spec} --device {resources.device} --out {output}"
+        " > {log} 2>&1"
+
+
+rule evaluate_decoding_fmri:
+    """Retrieval of a subject's scored images from its decoded embeddings, every decoding model side by side."""
+    input:
+        expand("results/decoding/fmri/{{subject}}/{decoder}.h5", decoder=DECODERS),
+    output:
+        metrics="results/metrics/decoding_fmri_{subject}.json",
+        figure=report(
+            "results/figures/decoding_fmri_{subject}.png",
+            caption="../report/decoding.rst",
+            category="fMRI",
+            subcategory="{subject}",
+            labels={"subject": "{subject}", "figure": "decoding"},
+        ),
+    params:
+        settings=lambda wc: settings("fmri.decoding"),
+    log:
+        "logs/evaluate_decoding/{subject}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    shell:
+        "tbdencoder evaluate-decoding --decodings {input} --metrics-out {output.metrics}"
+        " --figure-out {output.figure} --settings {params.settings} > {log} 2>&1"

@@ -124,7 +124,7 @@ rule decode_meg:
         decoder="|".join(MEG_DECODERS) or "^$",
     params:
         spec=lambda wc: model_spec(MEG_DECODERS[wc.decoder], MEG["fit"]),
-        settings=settings("meg.decoding"),
+        settings=lambda wc: settings("meg.decoding"),
     log:
         "logs/decode_meg/{decoder}.log",
     conda:
@@ -154,7 +154,7 @@ rule evaluate_decoding_meg:
             labels={"subject": "{subject}", "figure": "decoding"},
         ),
     params:
-        settings=settings("meg.evaluation"),
+        settings=lambda wc: settings("meg.decoding"),
     log:
         "logs/evaluate_decoding/{subject}.log",
     conda:

@@ -55,7 +55,9 @@ def decoding_scores(path: str | Path, *, resamples: int = 1000, level: float = 0
 def time_course_centre(window_s: np.ndarray, per_window: list[dict | None]) -> float | None:
     """The windows' centres weighted by how far their top-5 lies above the chance band's upper edge: where a
     broad decoding time course is centred (a 250 ms window decodes alike wherever it holds the whole response,
-    so the maximum wanders over a plateau); None when no window is above the band."""
+    so the maximum wanders over a plateau); None when no window is above the band, or one window (fMRI)."""
+    if len(window_s) < 2:
+        return None
     excess = np.array([max(w["top5"]["value"] - w["top5"]["chance_interval"][1], 0.0) if w else 0.0
                        for w in per_window])
     return float(np.dot(excess, window_s) / excess.sum()) if excess.sum() > 0 else None
@@ -87,19 +89,21 @@ def evaluate_decoding(decoding_paths: list[str | Path], metrics_out: str | Path,
     """One subject's decoding files (one per model) scored: metrics json {subject, models: {model:
     decoding_scores}} and the time-course figure; returns the json."""
     scores = {}
-    random_init = False
+    random_init, meg = False, False
     for path in decoding_paths:
         entry = decoding_scores(path, resamples=resamples, level=level, seed=seed)
         scores[entry["model"]] = entry
         with h5py.File(path, "r") as h5:
             random_init |= bool(h5.attrs.get("random_init_features", False))
+            meg |= "fixation_id" in h5
     subjects = {entry["subject"] for entry in scores.values()}
     if len(subjects) != 1:
         raise ValueError(f"{[str(p) for p in decoding_paths]}: expected one subject's decoding files, got {sorted(subjects)}")
     subject = subjects.pop()
     metrics = {"subject": subject, "random_init_features": random_init, "models": scores}
     atomic_write_text(metrics_out, json.dumps(metrics, indent=2))
-    plot_decoding(subject, scores, figure_out, random_init)
+    plot_decoding(subject, scores, "the foveal crop's embedding" if meg else "the image's embedding", figure_out,
+                  random_init)
     for name, entry in scores.items():
         peak = entry["peak"] or {}
         log.info("%s %s: top-5 at the cross-fitted peak %s, centred at %s s", subject, name, peak.get("top5"),

@@ -14,12 +14,13 @@ from tbdencoder.io import atomic_write_text
 def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
                   meg_inputs: list[str | Path] | None = None, kshot_inputs: list[str | Path] | None = None,
                   fmri_kshot_inputs: list[str | Path] | None = None,
-                  decoding_inputs: list[str | Path] | None = None) -> None:
+                  decoding_inputs: list[str | Path] | None = None,
+                  fmri_decoding_inputs: list[str | Path] | None = None) -> None:
     """results/metrics.json, compact enough for `dvc metrics show`: the fMRI summary (fmri_summary) and, under
     `meg`, the MEG summary (meg_summary) when MEG metrics are given, with the k-shot comparisons of held-out
     subjects (evaluate.kshot_meg) under `meg.kshot.<subject>.<model>`, those of held-out fMRI subjects
-    (evaluate.kshot_fmri) under `kshot.<subject>.<model>`, and the MEG decoding scores (evaluate.decoding) under
-    `meg.decoding` (decoding_summary)."""
+    (evaluate.kshot_fmri) under `kshot.<subject>.<model>`, and the decoding scores (evaluate.decoding) under
+    `meg.decoding` and `decoding` (fMRI) (decoding_summary)."""
     merged = fmri_summary(subject_metrics)
     if meg_inputs:
         merged["meg"] = meg_summary(meg_inputs)
@@ -33,6 +34,8 @@ def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
             key: data[key] for key in ("ks", "challenge_score", "mean_r", "curve")}
     if decoding_inputs:
         merged.setdefault("meg", {})["decoding"] = decoding_summary(decoding_inputs)
+    if fmri_decoding_inputs:
+        merged["decoding"] = decoding_summary(fmri_decoding_inputs)
     atomic_write_text(out_path, json.dumps(merged, indent=2))
 
 
@@ -88,28 +91,37 @@ def meg_summary(metric_paths: list[str | Path]) -> dict:
 
 
 def decoding_summary(metric_paths: list[str | Path]) -> dict:
-    """Per subject and decoding model: top-1 and top-5 at the cross-fitted peak and the time course's centre;
-    per model the mean over subjects, and its top-5 over that of the ridge decoders (`top5_over_<ridge model>`:
-    the anchor's ratio); a value that could not be measured stays null."""
+    """Per subject and decoding model: top-1 and top-5 (MEG: at the cross-fitted peak, with the time course's
+    centre; fMRI: of its one window); per model the mean over subjects, and its top-5 over that of each ridge
+    decoder (`top5_over_<ridge model>`: the anchor's ratio); a value that could not be measured stays null."""
     subjects = {}
     for path in metric_paths:
         data = json.loads(Path(path).read_text())
-        subjects[data["subject"]] = {
-            model: {"top1_at_peak": (entry["peak"] or {}).get("top1"), "top5_at_peak": (entry["peak"] or {}).get("top5"),
-                    "peak_window_s": (entry["peak"] or {}).get("window_s"), "centre_s": entry["centre_s"],
-                    "family": entry["family"]}
-            for model, entry in data["models"].items()}
+        subjects[data["subject"]] = {model: _decoding_entry(entry) for model, entry in data["models"].items()}
     mean = {}
     for model in sorted({m for s in subjects.values() for m in s}):
         entries = [s[model] for s in subjects.values() if model in s]
-        mean[model] = {key: _mean_or_none([e[key] for e in entries]) for key in ("top1_at_peak", "top5_at_peak",
-                                                                                "centre_s")}
+        mean[model] = {key: _mean_or_none([e.get(key) for e in entries]) for key in entries[0]
+                       if key not in ("family", "peak_window_s")}
     ridges = [m for m in mean if any(s.get(m, {}).get("family") == "ridge" for s in subjects.values())]
     for model, entry in mean.items():
         for ridge in ridges:
-            if model != ridge and entry["top5_at_peak"] is not None and mean[ridge]["top5_at_peak"]:
-                entry[f"top5_over_{ridge}"] = entry["top5_at_peak"] / mean[ridge]["top5_at_peak"]
+            if model != ridge and entry["top5"] is not None and mean[ridge]["top5"]:
+                entry[f"top5_over_{ridge}"] = entry["top5"] / mean[ridge]["top5"]
     return {"subjects": subjects, "mean_over_subjects": mean}
+
+
+def _decoding_entry(entry: dict) -> dict:
+    if len(entry["windows"]) == 1:  # fMRI: one window, nothing to choose
+        window = entry["windows"][0] or {}
+        return {"family": entry["family"], "top1": window.get("top1", {}).get("value"),
+                "top5": window.get("top5", {}).get("value"), "top5_chance": window.get("top5", {}).get("chance"),
+                "median_rank": window.get("median_rank", {}).get("value")}
+    peak = entry["peak"] or {}
+    chance = [w["top5"]["chance"] for w in entry["windows"] if w]
+    return {"family": entry["family"], "top1": peak.get("top1"), "top5": peak.get("top5"),
+            "top5_chance": float(np.mean(chance)) if chance else None, "peak_window_s": peak.get("window_s"),
+            "centre_s": entry["centre_s"]}
 
 
 def _mean_or_none(values: list) -> float | None:

@@ -159,25 +159,37 @@ def plot_kshot(metrics: dict, values: dict[str, float], rules: tuple[str, ...], 
     save_figure(fig, out_path, title)
 
 
-def plot_decoding(subject: str, scores: dict[str, dict], out_path: str | Path, random_init: bool) -> None:
-    """A subject's decoding time courses: top-5 retrieval per window (its interval shaded) for each decoding
-    model, with chance and the band of a model without information."""
+def plot_decoding(subject: str, scores: dict[str, dict], what: str, out_path: str | Path, random_init: bool) -> None:
+    """A subject's decoding scores for each decoding model: top-5 retrieval per window with its interval shaded
+    (MEG: a time course), or top-1 and top-5 bars with intervals (fMRI: one window), with chance and the band of
+    a model without information."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (name, entry) in enumerate(scores.items()):
-        centres = np.asarray(entry["window_s"]) * 1000
-        windows = entry["windows"]
-        values = [w["top5"]["value"] if w else np.nan for w in windows]
-        ax.plot(centres, values, "o-", color=f"C{i}", label=f"{name} ({entry['family']})")
-        intervals = [w["top5"]["ci"] if w and w["top5"]["ci"] else [np.nan, np.nan] for w in windows]
-        ax.fill_between(centres, *np.asarray(intervals).T, color=f"C{i}", alpha=0.2, linewidth=0)
     first = next(w for entry in scores.values() for w in entry["windows"] if w)
-    ax.axhline(first["top5"]["chance"], color="0.3", linestyle=":", label="chance (5 / candidates)")
-    ax.axhspan(*first["top5"]["chance_interval"], color="0.5", alpha=0.15,
-               label=f"{first['ci_level']:.0%} band without information")
-    ax.set_xlabel("window centre (ms from fixation onset)")
-    ax.set_ylabel(f"top-5 retrieval among ~{first['n_candidates']:.0f} candidates")
+    if all(len(entry["windows"]) == 1 for entry in scores.values()):
+        for i, (name, entry) in enumerate(scores.items()):
+            window = entry["windows"][0]
+            for j, key in enumerate(("top1", "top5")):
+                value, ci = (window[key]["value"], window[key]["ci"]) if window else (np.nan, None)
+                error = None if not ci else [[value - ci[0]], [ci[1] - value]]
+                ax.bar(i + 0.4 * j - 0.2, value, 0.4, yerr=error, color=f"C{j}", label=key if i == 0 else None)
+        ax.set_xticks(range(len(scores)), [f"{name}\n({entry['family']})" for name, entry in scores.items()])
+        ax.axhline(first["top1"]["chance"], color="C0", linestyle=":", label="top-1 chance")
+        ax.axhline(first["top5"]["chance"], color="C1", linestyle=":", label="top-5 chance")
+        ax.set_ylabel(f"retrieval among {first['n_candidates']:.0f} candidates")
+    else:
+        for i, (name, entry) in enumerate(scores.items()):
+            centres = np.asarray(entry["window_s"]) * 1000
+            windows = entry["windows"]
+            ax.plot(centres, [w["top5"]["value"] if w else np.nan for w in windows], "o-", color=f"C{i}",
+                    label=f"{name} ({entry['family']})")
+            intervals = [w["top5"]["ci"] if w and w["top5"]["ci"] else [np.nan, np.nan] for w in windows]
+            ax.fill_between(centres, *np.asarray(intervals).T, color=f"C{i}", alpha=0.2, linewidth=0)
+        ax.axhline(first["top5"]["chance"], color="0.3", linestyle=":", label="chance (5 / candidates)")
+        ax.axhspan(*first["top5"]["chance_interval"], color="0.5", alpha=0.15,
+                   label=f"{first['ci_level']:.0%} band without information")
+        ax.set_xlabel("window centre (ms from fixation onset)")
+        ax.set_ylabel(f"top-5 retrieval among ~{first['n_candidates']:.0f} candidates")
     ax.legend(fontsize="small")
-    title = f"{subject}: decoding the foveal crop's embedding" + \
-        ("\n(features from a RANDOM-INIT network)" if random_init else "")
+    title = f"{subject}: decoding {what}" + ("\n(features from a RANDOM-INIT network)" if random_init else "")
     suptitle(fig, title)
     save_figure(fig, out_path, title)
