@@ -48,5 +48,5 @@ rule all:
         expand("results/figures/meg_{subject}_{figure}.png", subject=MEG_SUBJECTS + MEG_HELDOUT, figure=MEG_FIGURES),
         expand("results/figures/kshot_meg_{subject}_{model}.png", subject=MEG_HELDOUT, model=MEG_JOINT),
         expand("results/figures/kshot_fmri_{subject}_{model}.png", subject=HELDOUT, model=JOINT),
-        expand("results/figures/decoding_meg_{subject}.png", subject=MEG_SUBJECTS if MEG_DECODERS else []),
+        expand("results/figures/decoding_meg_{subject}.png", subject=MEG_SUBJECTS + MEG_HELDOUT if MEG_DECODERS else []),
         expand("results/figures/decoding_fmri_{subject}.png", subject=SUBJECTS if DECODERS else []),

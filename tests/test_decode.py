@@ -135,3 +135,22 @@ def test_clip_alignment_matches_ridge_where_the_mapping_is_nonlinear(simulated, 
     ridge, clip = np.mean(top5["ridge"], 0), np.mean(top5["clip_alignment"], 0)  # mean over the subjects
     assert clip.argmax() == ridge.argmax()
     assert clip.max() >= ridge.max(), (clip, ridge)
+
+
+def test_a_heldout_subject_is_decoded_from_the_others_without_its_test_scenes(simulated, tmp_path):
+    """Subject 4 never trained on: ridge pooled over subjects 1-3 and clip_alignment's mean subject layer (heads
+    at one position here) both retrieve its crops above chance at the response; no fold trains on its scenes."""
+    from tbdencoder.fit.decode_meg import decode_meg_heldout
+
+    (epochs, features), train = simulated[3], simulated[:3]
+    for spec in (RIDGE, CLIP):
+        out = tmp_path / f"{spec['family']}.h5"
+        decode_meg_heldout([e for e, _ in train], [f for _, f in train], epochs, features, out,
+                           model_name=spec["family"], spec=spec, window_s=0.25, step_s=0.2, device="cpu")
+        scores = decoding_scores(out, resamples=0)
+        response = scores["windows"][1]["top5"]  # the window centred at 0.12 s
+        assert response["value"] > response["chance_interval"][1], (spec["family"], response)
+        with h5py.File(out) as h5:
+            assert h5.attrs["scheme"] == "heldout_subject" and list(h5.attrs["train_subjects"]) == [
+                "sub-01", "sub-02", "sub-03"]
+            assert (h5["fold"][:] >= 0).all() and h5["prediction"].shape[:2] == (3, len(h5["fold"]))

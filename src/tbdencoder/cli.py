@@ -211,6 +211,15 @@ def _decode_meg(a: argparse.Namespace, decode_meg: Callable) -> None:
                window_s=decoding["window_s"], step_s=decoding["step_s"], device=a.device)
 
 
+def _decode_meg_heldout(a: argparse.Namespace, decode_meg_heldout: Callable) -> None:
+    from tbdencoder.config import parse_decoding_spec
+
+    (decoding,) = _settings(a, "decode-meg")
+    decode_meg_heldout(a.train_epochs, a.train_features, a.epochs, a.features, a.out, model_name=a.model_name,
+                       spec=parse_decoding_spec(a.spec, "meg"), window_s=decoding["window_s"],
+                       step_s=decoding["step_s"], device=a.device)
+
+
 def _decode_fmri(a: argparse.Namespace, decode_fmri: Callable) -> None:
     from tbdencoder.config import parse_decoding_spec
 
@@ -375,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "a meg.decoding.models.<name> entry of params.yaml with the meg.fit section's keys", outs="+")
     _add_settings(p, "decode-meg")
     p.set_defaults(func=_decode_meg)
+
+    p = steps.add_parser("decode-meg-heldout", help="the decoding direction for a held-out MEG subject: decoded by "
+                                                    "models trained on the training subjects, folds of its scenes")
+    p.add_argument("--epochs", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--train-epochs", type=Path, nargs="+", required=True)
+    p.add_argument("--train-features", type=Path, nargs="+", required=True)
+    _add_model_args(p, "a meg.decoding.models.<name> entry of params.yaml with the meg.fit section's keys")
+    _add_settings(p, "decode-meg")
+    p.set_defaults(func=_decode_meg_heldout)
 
     p = steps.add_parser("decode-fmri", help="the decoding direction: every subject's vertices -> the image's "
                                              "embedding, trained on the training images, the scored ones decoded")

@@ -24,6 +24,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "fit-meg-joint": ("tbdencoder.fit.meg:fit_meg_joint",),
     "decode-meg": ("tbdencoder.fit.decode_meg:decode_meg",),
     "decode-fmri": ("tbdencoder.fit.decode_fmri:decode_fmri",),
+    "decode-meg-heldout": ("tbdencoder.fit.decode_meg:decode_meg_heldout",),
     "evaluate-decoding": ("tbdencoder.evaluate.decoding:evaluate_decoding",),
     "kshot-meg": ("tbdencoder.evaluate.kshot_meg:kshot_meg_subject",),
     "kshot-fmri": ("tbdencoder.evaluate.kshot_fmri:kshot_fmri_subject",),

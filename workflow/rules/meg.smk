@@ -140,6 +140,39 @@ rule decode_meg:
         " --settings {params.settings} > {log} 2>&1"
 
 
+rule decode_meg_heldout:
+    """The decoding direction for a held-out subject, one decoding model: decoded by models trained on the training
+    subjects, each fold of its scenes without any fixation on them (clip_alignment: the mean subject layer)."""
+    input:
+        epochs="results/meg/{subject}/epochs.h5",
+        features=lambda wc: f"results/features/{MEG_DECODERS[wc.decoder]['backbone']}/meg_{wc.subject}.h5",
+        train_epochs=expand("results/meg/{train}/epochs.h5", train=MEG_SUBJECTS),
+        train_features=lambda wc: [f"results/features/{MEG_DECODERS[wc.decoder]['backbone']}/meg_{train}.h5"
+                                   for train in MEG_SUBJECTS],
+    output:
+        "results/decoding/meg/{subject}/{decoder}.h5",
+    wildcard_constraints:
+        subject="|".join(MEG_HELDOUT) or "^$",
+        decoder="|".join(MEG_DECODERS) or "^$",
+    params:
+        spec=lambda wc: model_spec(MEG_DECODERS[wc.decoder], MEG["fit"]),
+        settings=lambda wc: settings("meg.decoding"),
+    log:
+        "logs/decode_meg/{subject}_{decoder}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/decode_meg/{subject}_{decoder}.tsv"
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} decode-meg-heldout --epochs {input.epochs} --features {input.features}"
+        " --train-epochs {input.train_epochs} --train-features {input.train_features}"
+        " --model-name {wildcards.decoder} --spec {params.spec} --device {resources.device} --out {output}"
+        " --settings {params.settings} > {log} 2>&1"
+
+
 rule evaluate_decoding_meg:
     """Retrieval over time of a subject's decoded embeddings, every decoding model side by side."""
     input:

@@ -46,7 +46,8 @@ def decoding_scores(path: str | Path, *, resamples: int = 1000, level: float = 0
     per_window = [retrieval_scores(prediction[scored], actual, folds=fold, groups=groups, resamples=resamples,
                                    level=level, seed=seed) for prediction in data["prediction"]]
     out = {"subject": str(data["attrs"]["subject"]), "model": str(data["attrs"]["model"]),
-           "family": str(data["attrs"]["family"]), "window_s": data["window_s"].tolist(), "windows": per_window,
+           "family": str(data["attrs"]["family"]), "scheme": str(data["attrs"].get("scheme", "")),
+           "window_s": data["window_s"].tolist(), "windows": per_window,
            "peak": _cross_fitted_peak(data["prediction"][:, scored], actual, fold, data["window_s"]),
            "centre_s": time_course_centre(data["window_s"], per_window)}
     return out

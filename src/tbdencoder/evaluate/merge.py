@@ -92,17 +92,19 @@ def meg_summary(metric_paths: list[str | Path]) -> dict:
 
 def decoding_summary(metric_paths: list[str | Path]) -> dict:
     """Per subject and decoding model: top-1 and top-5 (MEG: at the cross-fitted peak, with the time course's
-    centre; fMRI: of its one window); per model the mean over subjects, and its top-5 over that of each ridge
-    decoder (`top5_over_<ridge model>`: the anchor's ratio); a value that could not be measured stays null."""
+    centre; fMRI: of its one window); per model the mean over the training subjects (held-out subjects are
+    listed per subject only), and its top-5 over that of each ridge decoder (`top5_over_<ridge model>`: the
+    anchor's ratio); a value that could not be measured stays null."""
     subjects = {}
     for path in metric_paths:
         data = json.loads(Path(path).read_text())
         subjects[data["subject"]] = {model: _decoding_entry(entry) for model, entry in data["models"].items()}
     mean = {}
     for model in sorted({m for s in subjects.values() for m in s}):
-        entries = [s[model] for s in subjects.values() if model in s]
-        mean[model] = {key: _mean_or_none([e.get(key) for e in entries]) for key in entries[0]
-                       if key not in ("family", "peak_window_s")}
+        entries = [s[model] for s in subjects.values() if model in s and s[model]["scheme"] != "heldout_subject"]
+        if entries:
+            mean[model] = {key: _mean_or_none([e.get(key) for e in entries]) for key in entries[0]
+                           if key not in ("family", "peak_window_s", "scheme")}
     ridges = [m for m in mean if any(s.get(m, {}).get("family") == "ridge" for s in subjects.values())]
     for model, entry in mean.items():
         for ridge in ridges:
@@ -114,12 +116,12 @@ def decoding_summary(metric_paths: list[str | Path]) -> dict:
 def _decoding_entry(entry: dict) -> dict:
     if len(entry["windows"]) == 1:  # fMRI: one window, nothing to choose
         window = entry["windows"][0] or {}
-        return {"family": entry["family"], "top1": window.get("top1", {}).get("value"),
+        return {"family": entry["family"], "scheme": entry["scheme"], "top1": window.get("top1", {}).get("value"),
                 "top5": window.get("top5", {}).get("value"), "top5_chance": window.get("top5", {}).get("chance"),
                 "median_rank": window.get("median_rank", {}).get("value")}
     peak = entry["peak"] or {}
     chance = [w["top5"]["chance"] for w in entry["windows"] if w]
-    return {"family": entry["family"], "top1": peak.get("top1"), "top5": peak.get("top5"),
+    return {"family": entry["family"], "scheme": entry["scheme"], "top1": peak.get("top1"), "top5": peak.get("top5"),
             "top5_chance": float(np.mean(chance)) if chance else None, "peak_window_s": peak.get("window_s"),
             "centre_s": entry["centre_s"]}
 

@@ -73,9 +73,12 @@ def decodes(spec: dict[str, Any]) -> bool:
 
 
 def decode_by_folds(spec: dict[str, Any], rows: dict[str, DecodeRows], fold: dict[str, np.ndarray],
-                    window_samples: list[np.ndarray] | None = None, *, device: str = "auto",
-                    checkpoint_dir: str | Path | None = None, label: str = "") -> Decoded:
-    """Every window's (default: all samples, one window) out-of-fold embeddings of every subject's rows."""
+                    window_samples: list[np.ndarray] | None = None, *, heldout: str | None = None,
+                    device: str = "auto", checkpoint_dir: str | Path | None = None, label: str = "") -> Decoded:
+    """Every window's (default: all samples, one window) out-of-fold embeddings of every subject's rows; with
+    `heldout`, of that subject's rows only, by models trained on the other subjects' rows outside the fold (a
+    decoder of several subjects reads it out by its new-subject rule; any other family is fitted on the other
+    subjects' rows pooled)."""
     subjects = list(rows)
     n_times = rows[subjects[0]].brain.shape[2]
     window_samples = [np.arange(n_times)] if window_samples is None else window_samples
@@ -85,18 +88,18 @@ def decode_by_folds(spec: dict[str, Any], rows: dict[str, DecodeRows], fold: dic
     actual = {s: np.zeros((len(fold[s]), d), np.float32) for s in subjects}
     artifacts = {s: [[] for _ in window_samples] for s in subjects}
     for k in folds:
-        train = {s: fold[s] != k for s in subjects}
-        test = {s: fold[s] == k for s in subjects}
+        train = {s: (fold[s] != k) & (s != heldout) for s in subjects}
+        test = {s: fold[s] == k for s in subjects if heldout in (None, s)}
         pooled = np.concatenate([rows[s].embedding[train[s]] for s in subjects]).astype(np.float64)
         mean, sd = pooled.mean(0), pooled.std(0)
         sd = np.where(sd > 0, sd, 1.0)
         embedding = {s: ((rows[s].embedding - mean) / sd).astype(np.float32) for s in subjects}
-        for s in subjects:
+        for s in test:
             actual[s][test[s]] = embedding[s][test[s]]
         for w, samples in enumerate(window_samples):
             checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir) / f"window{w}_fold{k}"
             decoded, arrays = _fit_window(spec, rows, embedding, train, test, samples, device, checkpoint)
-            for s in subjects:
+            for s in test:
                 prediction[s][w][test[s]] = decoded[s]
                 artifacts[s][w].append(arrays[s])
         log.info("%s fold %d/%d: %s, %d window(s), %s training rows", label, k + 1, len(folds), spec["family"],
@@ -107,21 +110,24 @@ def decode_by_folds(spec: dict[str, Any], rows: dict[str, DecodeRows], fold: dic
 def _fit_window(spec: dict[str, Any], rows: dict[str, DecodeRows], embedding: dict[str, np.ndarray],
                 train: dict[str, np.ndarray], test: dict[str, np.ndarray], samples: np.ndarray, device: str,
                 checkpoint: Path | None) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """One window of one fold: each subject's test rows decoded, and each subject's model arrays."""
+    """One window of one fold: the test rows of each subject in `test` decoded, and its model arrays."""
     brain = {s: rows[s].brain[:, :, samples] for s in rows}
+    trained = [s for s in rows if train[s].any()]
     if decodes(spec):
         model = build_encoder(spec, device, None if checkpoint is None else checkpoint.with_suffix(".pt"))
-        model.fit({s: brain[s][train[s]] for s in rows}, {s: embedding[s][train[s]] for s in rows},
-                  groups={s: rows[s].groups[train[s]] for s in rows})
-        decoded = model.predict({s: brain[s][test[s]] for s in rows})
+        model.fit({s: brain[s][train[s]] for s in trained}, {s: embedding[s][train[s]] for s in trained},
+                  groups={s: rows[s].groups[train[s]] for s in trained})
+        decoded = model.predict({s: brain[s][test[s]] for s in test})
         arrays = {**model.artifacts(), **{f"state/{key}": value for key, value in model.state().items()}}
-        return decoded, {s: arrays for s in rows}
+        return decoded, {s: arrays for s in test}
     decoded, arrays = {}, {}
-    for s in rows:
+    for s in test:
+        sources = [s] if s in trained else trained  # a subject never trained on: the others' rows pooled
         model = build_encoder(spec, device)
-        X = brain_features(brain[s])
-        model.fit(X.take(train[s]), embedding[s][train[s]], groups=rows[s].groups[train[s]])
-        decoded[s] = np.asarray(model.predict(X.take(test[s])), np.float32)
+        model.fit(FeatureSet.stack([brain_features(brain[t][train[t]]) for t in sources]),
+                  np.concatenate([embedding[t][train[t]] for t in sources]),
+                  groups=np.concatenate([rows[t].groups[train[t]] for t in sources]))
+        decoded[s] = np.asarray(model.predict(brain_features(brain[s][test[s]])), np.float32)
         arrays[s] = {f"state/{key}": np.asarray(value) for key, value in model.state().items()}
     return decoded, arrays
 

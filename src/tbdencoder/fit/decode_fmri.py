@@ -7,7 +7,7 @@ fitted on all of them at once. Brain data are the responses z-scored per vertex 
 Output per subject (the layout of fit.decode_meg's, one window): `stimulus_id`, `fold` (n,); `window_s` [0];
 `prediction` (1, n, d) float32 (training rows 0); `actual` (n, d) in the training rows' units; the model's arrays
 under `windows/0/folds/0/`; attrs subject, model, family, spec (JSON), train_subjects, inputs (JSON),
-random_init_features.
+random_init_features, scheme (`fixed_split`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def decode_fmri(responses_paths: list[str | Path], features_paths: list[str | Pa
             for name, values in decoded.artifacts[s][0][0].items():
                 h5[f"windows/0/folds/0/{name}"] = values
             h5.attrs.update(subject=s, model=model_name, family=spec["family"], spec=json.dumps(spec, sort_keys=True),
-                            train_subjects=list(rows), inputs=json.dumps(inputs), random_init_features=random_init)
+                            train_subjects=list(rows), inputs=json.dumps(inputs), random_init_features=random_init,
+                            scheme="fixed_split")
     shutil.rmtree(checkpoint_dir(out_paths[0]), ignore_errors=True)
     log.info("decode %s (%s): %d subjects' scored images; %.1f s", model_name, spec["family"], len(parts),
              time.perf_counter() - start)

@@ -7,12 +7,15 @@ whoever saw it), and the same windows. Brain data are the gradiometers' epochs z
 the subject's fixations (as fit-meg's targets). The target is the foveal crop's output embedding, or the
 `global` token of `target_layer`.
 
+A held-out subject (`decode_meg_heldout`) is decoded by models trained on the training subjects, in folds of its
+scenes (fit-meg-heldout's scheme).
+
 Output per subject (`results/decoding/meg/<sub>/<model>.h5`): `fixation_id`, `scene_id`, `fold` (n,);
 `window_s` (W,) the windows' centres; `prediction` (W, n, d) float32, each row decoded by its fold's model of
 its window; `actual` (n, d) the rows' embeddings in their fold's units (the retrieval candidates); each window
 and fold's model arrays under `windows/<w>/folds/<k>/` (clip_alignment: weights, standardisation, loss curves;
 ridge: its penalties under `state/`); attrs subject, model, family, spec (JSON), window_width_s, window_step_s,
-train_subjects, inputs (JSON), random_init_features.
+train_subjects, inputs (JSON), random_init_features, scheme (`scene_cv`, `heldout_subject`).
 """
 
 from __future__ import annotations
@@ -74,32 +77,75 @@ def decode_meg(epochs_paths: list[str | Path], features_paths: list[str | Path],
         raise ValueError(f"need one features file and one output per epochs file, got {len(epochs)} epochs, "
                          f"{len(features)} features files and {len(out_paths)} outputs")
     parts = [meg_decode_rows(e, f, spec.get("target_layer")) for e, f in zip(epochs, features)]
-    rows = {part.subject: part for part in parts}
-    _, _, times, _ = read_epochs(epochs[0])
-    spans = windows(times, window_s, step_s)
     groups = np.concatenate([part.groups for part in parts])
     folds = scene_folds(groups, groups, spec["outer_folds"], spec["inner_folds"], spec["seed"], "decode",
                         cohort_scenes(epochs))
-    owner = np.concatenate([np.full(len(part.ids), part.subject) for part in parts])
-    fold = {s: np.full(len(rows[s].ids), -1, np.int64) for s in rows}
-    for k, f in enumerate(folds):
-        for s in rows:
-            fold[s][f.predict[owner[f.predict] == s] - np.flatnonzero(owner == s)[0]] = k
-    spec_family = {**{key: value for key, value in spec.items() if key not in ("outer_folds", "inner_folds",
-                                                                                "target_layer")},
-                   "cv_folds": spec["inner_folds"]}
-    decoded = decode_by_folds(spec_family, rows, fold, [index for _, index in spans], device=device,
-                              checkpoint_dir=checkpoint_dir(out_paths[0]), label=f"decode {model_name}")
+    fold = _row_folds(parts, [~f.train for f in folds])
+    decoded, spans = _decode(parts, fold, None, epochs[0], model_name, spec, window_s, step_s, device, out_paths[0])
     inputs = {"epochs": epochs, "features": features}
     for part, out in zip(parts, out_paths):
-        _write(out, part, decoded, spans, model_name, spec, window_s, step_s, inputs, list(rows))
+        _write(out, part, decoded, spans, model_name, spec, window_s, step_s, inputs, [p.subject for p in parts],
+               "scene_cv")
     shutil.rmtree(checkpoint_dir(out_paths[0]), ignore_errors=True)
     log.info("decode %s (%s): %d subjects, %d windows of %.3f s, %d folds; %.1f s", model_name, spec["family"],
              len(parts), len(spans), window_s, len(folds), time.perf_counter() - start)
 
 
+def decode_meg_heldout(train_epochs: list[str | Path], train_features: list[str | Path], epochs_path: str | Path,
+                       features_path: str | Path, out_path: str | Path, *, model_name: str, spec: dict[str, Any],
+                       window_s: float, step_s: float, device: str = "auto") -> None:
+    """A subject never trained on, decoded window by window by models trained on the training subjects: its
+    scenes split into outer folds, each decoded by models trained without any fixation on the fold's scenes
+    (fit-meg-heldout's scheme). clip_alignment reads it out by the mean subject layer; a per-subject family
+    (ridge) is fitted on the training subjects' rows pooled."""
+    start = time.perf_counter()
+    target_layer = spec.get("target_layer")
+    parts = [meg_decode_rows(e, f, target_layer) for e, f in zip(train_epochs, train_features)]
+    target = meg_decode_rows(epochs_path, features_path, target_layer)
+    if target.subject in {part.subject for part in parts}:
+        raise ValueError(f"{epochs_path}: subject {target.subject} is also a training subject")
+    pool = np.concatenate([part.groups for part in parts])
+    folds = scene_folds(target.groups, pool, spec["outer_folds"], spec["inner_folds"], spec["seed"], target.subject)
+    fold = _row_folds(parts, [~f.train for f in folds])
+    fold[target.subject] = np.full(len(target.ids), -1, np.int64)
+    for k, f in enumerate(folds):
+        fold[target.subject][f.predict] = k
+    decoded, spans = _decode([*parts, target], fold, target.subject, str(epochs_path), model_name, spec, window_s,
+                             step_s, device, out_path)
+    inputs = {"epochs": [str(epochs_path)], "features": [str(features_path)],
+              "train_epochs": [str(e) for e in train_epochs], "train_features": [str(f) for f in train_features]}
+    _write(out_path, target, decoded, spans, model_name, spec, window_s, step_s, inputs, [p.subject for p in parts],
+           "heldout_subject")
+    shutil.rmtree(checkpoint_dir(out_path), ignore_errors=True)
+    log.info("decode %s (%s): held-out %s from %d subjects, %d windows, %d folds; %.1f s", model_name,
+             spec["family"], target.subject, len(parts), len(spans), len(folds), time.perf_counter() - start)
+
+
+def _row_folds(parts: list[DecodeRows], held: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per subject, the fold of each row: k where the k-th mask over the stacked rows holds it, else -1."""
+    fold = np.full(sum(len(part.ids) for part in parts), -1, np.int64)
+    for k, mask in enumerate(held):
+        fold[mask] = k
+    bounds = np.cumsum([0, *(len(part.ids) for part in parts)])
+    return {part.subject: fold[bounds[i]:bounds[i + 1]] for i, part in enumerate(parts)}
+
+
+def _decode(parts: list[DecodeRows], fold: dict[str, np.ndarray], heldout: str | None, epochs_path: str,
+            model_name: str, spec: dict[str, Any], window_s: float, step_s: float, device: str,
+            out_path: str | Path) -> tuple[Decoded, list]:
+    _, _, times, _ = read_epochs(epochs_path)
+    spans = windows(times, window_s, step_s)
+    family_spec = {**{key: value for key, value in spec.items() if key not in ("outer_folds", "inner_folds",
+                                                                              "target_layer")},
+                   "cv_folds": spec["inner_folds"]}
+    decoded = decode_by_folds(family_spec, {part.subject: part for part in parts}, fold,
+                              [index for _, index in spans], heldout=heldout, device=device,
+                              checkpoint_dir=checkpoint_dir(out_path), label=f"decode {model_name}")
+    return decoded, spans
+
+
 def _write(out: str | Path, part: DecodeRows, decoded: Decoded, spans: list, model_name: str, spec: dict[str, Any],
-           window_s: float, step_s: float, inputs: dict[str, Any], subjects: list[str]) -> None:
+           window_s: float, step_s: float, inputs: dict[str, Any], train_subjects: list[str], scheme: str) -> None:
     s = part.subject
     random_init = False
     for path in inputs["features"]:
@@ -117,5 +163,5 @@ def _write(out: str | Path, part: DecodeRows, decoded: Decoded, spans: list, mod
                 for name, values in arrays.items():
                     h5[f"windows/{w}/folds/{k}/{name}"] = values
         h5.attrs.update(subject=s, model=model_name, family=spec["family"], spec=json.dumps(spec, sort_keys=True),
-                        window_width_s=window_s, window_step_s=step_s, train_subjects=subjects,
-                        inputs=json.dumps(inputs), random_init_features=random_init)
+                        window_width_s=window_s, window_step_s=step_s, train_subjects=train_subjects,
+                        inputs=json.dumps(inputs), random_init_features=random_init, scheme=scheme)

@@ -4,7 +4,8 @@ The decoding direction: the input is a subject's brain data x (C_s channels x T 
 time window; fMRI vertices, T = 1), the output the stimulus's embedding (d,), as in brainmagick's brain module:
 
 - a subject layer (brainmagick `SubjectLayers`): x -> W_s^T x, one (C_s x D) matrix per subject, picked by the
-  subject of the row; subjects may have different channels (fMRI vertex sets);
+  subject of the row; subjects may have different channels (fMRI vertex sets); every subject's starts from the
+  same matrix, so that trained layers stay comparable and their mean reads out a new subject;
 - a temporal convolution over the D shared channels (kernel `kernel_size`, GELU; MEG only, T > 1);
 - a learned affine aggregation over time (T -> 1, the anchor's "temporal aggregation");
 - a projection head to d: linear, or an MLP (`hidden_units`, GELU, `dropout`).
@@ -42,8 +43,8 @@ class AlignmentNetwork(nn.Module):
     def __init__(self, widths: list[int], times: int, channels: int, kernel_size: int, head: str, hidden_units: int,
                  dropout: float, n_out: int):
         super().__init__()
-        self.subject_layers = nn.ParameterList([nn.Parameter(torch.randn(width, channels) / width**0.5)
-                                                for width in widths])
+        start = torch.randn(max(widths), channels)  # one start for every subject: their layers stay comparable
+        self.subject_layers = nn.ParameterList([nn.Parameter(start[:width].clone() / width**0.5) for width in widths])
         self.temporal = (nn.Sequential(nn.Conv1d(channels, channels, kernel_size, padding="same"), nn.GELU())
                          if times > 1 else nn.Identity())
         self.aggregate = nn.Linear(times, 1)
