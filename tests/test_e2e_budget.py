@@ -71,3 +71,23 @@ def test_a_model_of_several_subjects_is_one_job_per_hemisphere_and_model(tmp_pat
     assert jobs["fit_joint"] == len(params["fmri"]["hemispheres"])
     assert jobs["fit"] == n_units * (len(params["fmri"]["models"]) - 1)
     assert jobs["kshot_fmri"] == 1 and jobs["prepare_fmri"] == 3  # subj03 prepared, never fitted per subject
+
+
+def test_a_decoding_model_is_one_job_for_the_training_subjects_one_per_heldout_subject(tmp_path):
+    """The decoding direction in the DAG (a dry run of the science config with a ridge and a clip_alignment
+    decoder in each half): per decoding model one MEG job for all training subjects and one per held-out
+    subject, one fMRI job for all subjects; one scoring job per subject."""
+    params = yaml.safe_load((REPO / "tests/configs/science.yaml").read_text())
+    decoders = {"ridge_decoder": {"family": "ridge", "backbone": "clip_vitb32"},
+                "clip_decoder": {"family": "clip_alignment", "backbone": "clip_vitb32", "channels": 8}}
+    params["meg"]["decoding"] = {"window_s": 0.25, "step_s": 0.1, "models": decoders}
+    params["fmri"]["decoding"] = {"models": decoders}
+    params["features"]["backbones"]["clip_vitb32"]["embedding"] = True
+    config = tmp_path / "decoding.yaml"
+    config.write_text(yaml.safe_dump(params))
+    (tmp_path / "run").mkdir()
+    jobs = planned_jobs(new_workdir(tmp_path / "run", config))
+    n_training, n_heldout = len(params["meg"]["subjects"]), len(params["meg"]["heldout_subjects"])
+    assert jobs["decode_meg"] == 2 and jobs["decode_meg_heldout"] == 2 * n_heldout and jobs["decode_fmri"] == 2
+    assert jobs["evaluate_decoding_meg"] == n_training + n_heldout
+    assert jobs["evaluate_decoding_fmri"] == len(params["fmri"]["subjects"])
