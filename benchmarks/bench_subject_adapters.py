@@ -33,7 +33,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import h5py
 import numpy as np
 
 import common  # noqa: F401  (sets the OpenMP wait policy; the child process inherits it)
-from common import report
+from common import PeakRSS, TrainingClock, report
 
 FULL = dict(subjects=8, images=9000, vertices=40000)
 QUICK = dict(subjects=3, images=2000, vertices=5000)
@@ -78,50 +77,15 @@ def write_data(path: Path, subjects: int, images: int, vertices: int, seed: int 
                                                                                dtype=np.float32)
 
 
-class PeakRSS:
-    """The process's resident memory sampled every `interval` s in a thread; `phase(name)` starts a new peak."""
-
-    def __init__(self, interval: float = 0.02):
-        import psutil
-
-        self.process, self.interval, self.peaks, self.current = psutil.Process(), interval, {}, None
-        self.lock, self.stop = threading.Lock(), threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def rss(self) -> int:
-        return self.process.memory_info().rss
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            with self.lock:
-                if self.current is not None:
-                    self.peaks[self.current] = max(self.peaks.get(self.current, 0), self.rss())
-
-    def phase(self, name: str | None) -> None:
-        with self.lock:
-            self.current = name
-            if name is not None:
-                self.peaks[name] = max(self.peaks.get(name, 0), self.rss())
-
-
-def drop_page_cache(path: Path) -> None:
-    """Evict the file's pages from the page cache (no privileges needed): the next reads come from the disk."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-
-
 def child(path: Path, mode: str, epochs: int, max_batches: int | None, predictions: Path | None) -> None:
     """Fit SubjectAdapters on the file's subjects (targets in memory or on disk); print one JSON line."""
     import torch
 
-    from tbdencoder.models import subject_adapters, trainer
+    from tbdencoder.models import subject_adapters
     from tbdencoder.models.subject_adapters import SubjectAdapters
-    from tbdencoder.models.train_data import SubjectsData
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    sampler, times, epoch_times, read_seconds = PeakRSS(), {}, [], [0.0]
+    sampler = PeakRSS()
     h5 = h5py.File(path, "r")
     names = sorted(name for name in h5 if name.startswith("sub-"))
     features = h5["features"][:]
@@ -133,55 +97,15 @@ def child(path: Path, mode: str, epochs: int, max_batches: int | None, predictio
     targets = {s: {"fsaverage_index": h5[s]["fsaverage_index"][:], "hemisphere": h5[s]["hemisphere"][:].astype(str)}
                for s in names}
     rss_before = sampler.rss()
-
-    def timed(name, function):
-        def wrapper(*args, **kwargs):
-            sampler.phase(name)
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                times[name] = times.get(name, 0.0) + time.perf_counter() - start
-        return wrapper
-
-    real_mean_loss, real_batch, real_train_on = trainer._mean_loss, SubjectsData.batch, trainer.train_on
-
-    def mean_loss(data, rows, batch_size, loss_of):
-        """Training passes timed one by one (with --max-batches: only the first B batches, extrapolated)."""
-        if loss_of.__name__ != "training_step":
-            return timed("validation loss", real_mean_loss)(data, rows, batch_size, loss_of)
-        total = -(-len(rows) // batch_size)
-        if max_batches is not None:
-            rows = rows[:max_batches * batch_size]
-        sampler.phase("epochs")
-        read_seconds[0], start = 0.0, time.perf_counter()
-        value = real_mean_loss(data, rows, batch_size, loss_of)
-        seconds = time.perf_counter() - start
-        done = -(-len(rows) // batch_size)
-        epoch_times.append({"seconds": seconds * total / done, "batches": total, "timed_batches": done,
-                            "read_share": read_seconds[0] / seconds})
-        return value
-
-    def batch(self, indices):
+    with TrainingClock(sampler, max_batches, path if mode == "disk" else None) as clock:
+        subject_adapters.column_moments = clock.timed("target moments", subject_adapters.column_moments)
+        SubjectAdapters._reduced_rank_start = clock.timed("reduced-rank start", SubjectAdapters._reduced_rank_start)
+        SubjectAdapters._validation_r2 = clock.timed("validation R^2", SubjectAdapters._validation_r2)
+        model = SubjectAdapters(max_epochs=epochs, patience=epochs + 1, device=device, seed=0)
         start = time.perf_counter()
-        out = real_batch(self, indices)
-        read_seconds[0] += time.perf_counter() - start
-        return out
-
-    def train_on(*args, **kwargs):
-        if mode == "disk":
-            drop_page_cache(path)
-        return timed("training", real_train_on)(*args, **kwargs)
-
-    trainer._mean_loss, SubjectsData.batch, trainer.train_on = mean_loss, batch, train_on
-    subject_adapters.column_moments = timed("target moments", subject_adapters.column_moments)
-    SubjectAdapters._reduced_rank_start = timed("reduced-rank start", SubjectAdapters._reduced_rank_start)
-    SubjectAdapters._validation_r2 = timed("validation R^2", SubjectAdapters._validation_r2)
-    model = SubjectAdapters(max_epochs=epochs, patience=epochs + 1, device=device, seed=0)
-    start = time.perf_counter()
-    model.fit(X, Y, groups=groups, subjects=subjects, targets=targets)
-    fit_seconds = time.perf_counter() - start
-    sampler.phase(None)
+        model.fit(X, Y, groups=groups, subjects=subjects, targets=targets)
+        fit_seconds = time.perf_counter() - start
+    times, epoch_times = clock.times, clock.epochs
     if predictions is not None:
         new = np.random.default_rng(1).standard_normal((100, P), dtype=np.float32)
         out = model.predict(np.tile(new, (len(names), 1)), subjects=np.repeat(names, 100), targets=targets)

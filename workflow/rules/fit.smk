@@ -113,7 +113,7 @@ rule decode_fmri:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/decode_fmri/{decoder}.tsv"
-    threads: 2
+    threads: 1  # small fits: one core each, so that they run beside other jobs
     resources:
         device="auto",
     shell:

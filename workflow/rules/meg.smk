@@ -131,7 +131,7 @@ rule decode_meg:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/decode_meg/{decoder}.tsv"
-    threads: 2
+    threads: 1  # small fits: one core each, so that they run beside other jobs
     resources:
         device="auto",
     shell:
@@ -163,7 +163,7 @@ rule decode_meg_heldout:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/decode_meg/{subject}_{decoder}.tsv"
-    threads: 2
+    threads: 1  # small fits: one core each, so that they run beside other jobs
     resources:
         device="auto",
     shell:

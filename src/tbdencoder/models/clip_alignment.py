@@ -30,6 +30,7 @@ from tbdencoder.config import family_defaults
 from tbdencoder.models.base import register
 from tbdencoder.models.losses import build_loss
 from tbdencoder.models.mlp import validation_split
+from tbdencoder.models.subject_adapters import StandardisedRows, column_moments
 from tbdencoder.models import trainer
 from tbdencoder.models.train_data import SubjectsData
 from tbdencoder.models.trainer import TrainSettings
@@ -111,8 +112,11 @@ class ClipAlignment:
         self.hidden_units, self.dropout = hidden_units, dropout
         self.clip_weight, self.temperature = clip_weight, temperature
         self.validation_fraction, self.seed, self.device, self.checkpoint = validation_fraction, seed, device, checkpoint
+        # validation in batches of the training's size: the CLIP loss over a batch of B rows is on the scale of
+        # log(B), and one batch of a large validation split would hold its whole brain data and a square matrix
         self.settings = TrainSettings(learning_rate=learning_rate, weight_decay=weight_decay, batch_size=batch_size,
-                                      max_epochs=max_epochs, patience=patience, seed=seed)
+                                      max_epochs=max_epochs, patience=patience, seed=seed,
+                                      validation_batch_size=batch_size)
 
     def _network(self, widths: list[int], times: int, n_out: int) -> AlignmentNetwork:
         torch.manual_seed(self.seed)
@@ -121,19 +125,24 @@ class ClipAlignment:
 
     def fit(self, brain: dict[str, np.ndarray], embedding: dict[str, np.ndarray], *,
             groups: dict[str, np.ndarray] | None = None) -> "ClipAlignment":
-        """Fit on every subject's rows: `brain[s]` (n_s, C_s, T), `embedding[s]` (n_s, d) standardised, `groups[s]`
-        the rows' scenes / images (the validation split never divides one, across subjects)."""
+        """Fit on every subject's rows: `brain[s]` (n_s, C_s, T), a numpy array or an h5py dataset read a batch at a
+        time, `embedding[s]` (n_s, d) standardised, `groups[s]` the rows' scenes / images (the validation split
+        never divides one, across subjects)."""
         self.subjects_ = list(brain)
-        times = {np.shape(brain[s])[2] for s in self.subjects_}
+        times = {brain[s].shape[2] for s in self.subjects_}
         if len(times) != 1:
             raise ValueError(f"every subject's brain data needs the same time samples, got {sorted(times)}")
         self.moments_ = {}
         xs = []
         for s in self.subjects_:
-            x = np.asarray(brain[s], np.float32)
-            mean, sd = x.mean(0), x.std(0)
-            self.moments_[s] = (mean, np.where(sd > 0, sd, 1.0).astype(np.float32))
-            xs.append(self._standardise(s, x))
+            data = brain[s]
+            if isinstance(data, np.ndarray):
+                mean, sd = data.mean(0, dtype=np.float64), data.std(0, dtype=np.float64)
+            else:  # on disk (an h5py dataset): moments by blocks of rows, batches standardised as they are read
+                mean, sd = (values.reshape(data.shape[1:]) for values in column_moments(data))
+            self.moments_[s] = (mean.astype(np.float32), np.where(sd > 0, sd, 1.0).astype(np.float32))
+            xs.append(self._standardise(s, data) if isinstance(data, np.ndarray) else
+                      StandardisedRows(data, *self.moments_[s]))
         y = np.concatenate([np.asarray(embedding[s], np.float32) for s in self.subjects_])
         code = np.concatenate([np.full(len(x), i) for i, x in enumerate(xs)])
         row = np.concatenate([np.arange(len(x)) for x in xs])
