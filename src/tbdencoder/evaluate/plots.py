@@ -176,6 +176,7 @@ def plot_decoding(subject: str, scores: dict[str, dict], what: str, out_path: st
         ax.axhline(first["top1"]["chance"], color="C0", linestyle=":", label="top-1 chance")
         ax.axhline(first["top5"]["chance"], color="C1", linestyle=":", label="top-5 chance")
         ax.set_ylabel(f"retrieval among {first['n_candidates']:.0f} candidates")
+        ax.set_ylim(0, 1.2)  # room for the legend above the bars
     else:
         for i, (name, entry) in enumerate(scores.items()):
             centres = np.asarray(entry["window_s"]) * 1000
@@ -189,7 +190,8 @@ def plot_decoding(subject: str, scores: dict[str, dict], what: str, out_path: st
                    label=f"{first['ci_level']:.0%} band without information")
         ax.set_xlabel("window centre (ms from fixation onset)")
         ax.set_ylabel(f"top-5 retrieval among ~{first['n_candidates']:.0f} candidates")
-    ax.legend(fontsize="small")
+    bars = all(len(entry["windows"]) == 1 for entry in scores.values())
+    ax.legend(fontsize="small", ncol=2 if bars else 1, loc="upper center" if bars else "best")
     title = f"{subject}: decoding {what}" + ("\n(features from a RANDOM-INIT network)" if random_init else "")
     suptitle(fig, title)
     save_figure(fig, out_path, title)
