@@ -154,3 +154,35 @@ def test_a_heldout_subject_is_decoded_from_the_others_without_its_test_scenes(si
             assert h5.attrs["scheme"] == "heldout_subject" and list(h5.attrs["train_subjects"]) == [
                 "sub-01", "sub-02", "sub-03"]
             assert (h5["fold"][:] >= 0).all() and h5["prediction"].shape[:2] == (3, len(h5["fold"]))
+
+
+def test_evaluation_writes_metrics_and_the_figure_and_the_merge_keeps_heldout_apart(simulated, tmp_path):
+    """evaluate-decoding over a subject's files: its json (every window's scores) and a titled figure; the merged
+    summary averages the training subjects only, keeps the held-out one per subject and gives the ratio of top-5
+    to the ridge decoder's."""
+    from PIL import Image
+
+    from tbdencoder.evaluate.decoding import evaluate_decoding
+    from tbdencoder.evaluate.merge import decoding_summary
+
+    outs = _decode(simulated[:2], tmp_path / "ridge", {**RIDGE, "family": "ridge"}, step_s=0.2)
+    paths = []
+    for k, out in enumerate(outs):
+        metrics = evaluate_decoding([out], tmp_path / f"m{k}.json", tmp_path / f"f{k}.png", resamples=50)
+        assert len(metrics["models"]["ridge"]["windows"]) == 3 and metrics["subject"] == f"sub-0{k + 1}"
+        assert Image.open(tmp_path / f"f{k}.png").text["Title"] == f"sub-0{k + 1}: decoding the foveal crop's embedding"
+        paths.append(tmp_path / f"m{k}.json")
+    fake = json.loads(paths[0].read_text())  # a held-out subject and a second model, by hand
+    fake["subject"], fake["models"]["ridge"]["scheme"] = "sub-60", "heldout_subject"
+    (tmp_path / "m60.json").write_text(json.dumps(fake))
+    for path in paths:
+        data = json.loads(path.read_text())
+        twice = {**data["models"]["ridge"], "family": "clip_alignment"}
+        twice["peak"] = {**twice["peak"], "top5": twice["peak"]["top5"] / 2}
+        data["models"]["clip"] = twice
+        path.write_text(json.dumps(data))
+    summary = decoding_summary([*paths, tmp_path / "m60.json"])
+    tops = [json.loads(p.read_text())["models"]["ridge"]["peak"]["top5"] for p in paths]
+    assert summary["mean_over_subjects"]["ridge"]["top5"] == pytest.approx(np.mean(tops))
+    assert summary["mean_over_subjects"]["clip"]["top5_over_ridge"] == pytest.approx(0.5)
+    assert summary["subjects"]["sub-60"]["ridge"]["scheme"] == "heldout_subject"
