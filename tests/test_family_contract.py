@@ -26,7 +26,8 @@ from tbdencoder.io import write_strings
 from tbdencoder.models import FAMILIES, trainer
 from test_fit_meg import SPEC as MEG_FIT, _write_subject
 
-# The smallest settings that exercise each family (its hyper-parameters; the fit settings are below).
+# The smallest settings that exercise each family (its hyper-parameters, and the tokens it reads where the fit
+# settings' below are not those; the fit settings are below).
 TINY = {
     "ridge": {},
     "roi_ridge": {"roi_class": "streams"},
@@ -35,6 +36,8 @@ TINY = {
     "pca_linear": {"n_components": 4},
     "subject_adapters": {"rank": 2, "max_epochs": 6, "patience": 3, "batch_size": 16},
     "clip_alignment": {"channels": 4, "hidden_units": 8, "max_epochs": 4, "patience": 2, "batch_size": 16},
+    "factortopy": {"tokens": ["global", "map"], "width": 4, "hidden_units": 8, "n_frequencies": 4, "max_epochs": 4,
+                   "patience": 2, "batch_size": 16, "regulariser_steps": 10},
 }
 DECODERS = sorted(family for family in TINY if getattr(FAMILIES[family], "decodes", False))
 FMRI_FIT = {"backbone": "toy", "layers": [1], "tokens": ["global", "grid"], "alphas": [0.1, 10.0, 1000.0],
@@ -84,7 +87,7 @@ class Spy:
 
 @pytest.fixture(scope="module")
 def fmri_problem(tiny_fmri_dataset, tmp_path_factory):
-    """responses.h5 of the tiny dataset and a features file with a global and a grid block."""
+    """responses.h5 of the tiny dataset and a features file with a global, a grid and a map block."""
     root = tmp_path_factory.mktemp("fmri_contract")
     responses = root / "responses.h5"
     prepare_fmri(tiny_fmri_dataset, "subj01", ["lh"], ["streams"], 0.2, 0, responses, root / "stimuli.h5")
@@ -98,6 +101,8 @@ def fmri_problem(tiny_fmri_dataset, tmp_path_factory):
         write_strings(h5, "stimulus_id", ids)
         h5["layers/block01/global"] = rng.standard_normal((len(ids), 6)).astype(np.float32)
         h5["layers/block01/grid"] = rng.standard_normal((len(ids), 8)).astype(np.float32)
+        h5["layers/block01/map"] = rng.standard_normal((len(ids), 2 * 2 * 3)).astype(np.float32)
+        h5["layers/block01/map"].attrs["shape"] = [2, 2, 3]
     return responses, features
 
 
@@ -105,7 +110,7 @@ def fmri_problem(tiny_fmri_dataset, tmp_path_factory):
 def test_fmri_fit_has_the_layout_reloads_and_passes_targets(family, fmri_problem, tmp_path, monkeypatch):
     responses, features = fmri_problem
     spy = Spy(monkeypatch, family)
-    spec = {"family": family, **TINY[family], **FMRI_FIT}
+    spec = {"family": family, **FMRI_FIT, **TINY[family]}
     out = tmp_path / "fit.h5"
     fit_fmri(features, responses, "lh", "m", spec, out, device="cpu")
     with h5py.File(responses) as h5:
@@ -118,7 +123,7 @@ def test_fmri_fit_has_the_layout_reloads_and_passes_targets(family, fmri_problem
         state = [key for key in h5 if key not in ("test_prediction", "submission_prediction", "feature_blocks",
                                                   "block_sizes", "folds")]
         assert state and all(h5[key].shape[0] == n_vertices for key in state)  # per-target arrays
-        assert list(h5["feature_blocks"].asstr()[:]) == ["block01/global", "block01/grid"]
+        assert list(h5["feature_blocks"].asstr()[:]) == [f"block01/{token}" for token in spec["tokens"]]
         assert json.loads(h5.attrs["spec"]) == spec and h5.attrs["family"] == family
         stored = h5["test_prediction"][:]
     # the driver gave the family the targets' metadata, in fit and in predict
@@ -188,9 +193,10 @@ def test_a_heldout_subject_fit_reloads_and_predicts_new_fixations(meg_problem, t
 
 
 CHECKPOINTING = sorted(f for f in TINY if "checkpoint" in inspect.signature(FAMILIES[f]).parameters)
+FMRI_ONLY = {f for f in TINY if load_schema()["$defs"]["families"][f]["modalities"] == ["fmri"]}
 
 
-@pytest.mark.parametrize("family", CHECKPOINTING)
+@pytest.mark.parametrize("family", sorted(set(CHECKPOINTING) - FMRI_ONLY))
 def test_a_checkpointing_family_resumes_a_killed_fit_without_redoing_finished_folds(family, meg_problem, fmri_problem,
                                                                                    tmp_path, monkeypatch):
     """Killed in its third training (a fold; for a decoder, a window and fold), the rerun reloads the finished
@@ -294,3 +300,39 @@ def test_a_decoder_writes_the_layout_and_a_decoder_of_subjects_reloads(family, m
     first = fold == 0
     decoded = model.predict({subjects[0]: brain[first]})[subjects[0]]
     np.testing.assert_allclose(decoded, stored[first], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(set(CHECKPOINTING) & FMRI_ONLY))
+def test_an_fmri_family_resumes_a_killed_training_where_its_checkpoint_left_off(family, fmri_problem, tmp_path,
+                                                                               monkeypatch):
+    """Checkpointed after every epoch and killed in its third, the rerun trains only the epochs left and writes
+    what an uninterrupted run writes."""
+    import itertools
+    import time
+
+    responses, features = fmri_problem
+    spec = {"family": family, **FMRI_FIT, **TINY[family]}
+    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "reference.h5", device="cpu")
+    clock = itertools.count(step=1000.0)  # each reading of the trainer's clock is past the checkpoint interval
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: next(clock))
+    real, epochs = trainer._mean_loss, []
+
+    def killed_in_third_epoch(data, rows, batch_size, loss_of):
+        if loss_of.__name__ == "training_step":
+            epochs.append(1)
+            if len(epochs) == 3:
+                raise KeyboardInterrupt("killed")
+        return real(data, rows, batch_size, loss_of)
+
+    monkeypatch.setattr(trainer, "_mean_loss", killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu")
+    assert not (tmp_path / "fit.h5").exists() and list((tmp_path / "fit.h5.checkpoints").glob("*.pt"))
+    monkeypatch.setattr(trainer, "_mean_loss", real)
+    resumed = []
+    monkeypatch.setattr(trainer, "_mean_loss", lambda data, rows, batch_size, loss_of: (
+        resumed.append(loss_of.__name__ == "training_step"), real(data, rows, batch_size, loss_of))[1])
+    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu")
+    with h5py.File(tmp_path / "fit.h5") as h5, h5py.File(tmp_path / "reference.h5") as expected:
+        assert sum(resumed) == len(expected["folds/0/train_loss"]) - 2  # the two finished epochs are not redone
+        np.testing.assert_array_equal(h5["test_prediction"][:], expected["test_prediction"][:])

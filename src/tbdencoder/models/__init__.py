@@ -2,6 +2,7 @@
 
 from tbdencoder.models.banded_ridge import BandedRidgeEncoder
 from tbdencoder.models.clip_alignment import ClipAlignment
+from tbdencoder.models.factortopy import FactorTopy
 from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.mlp import MLPEncoder
 from tbdencoder.models.pca_linear import PcaLinearEncoder
@@ -11,5 +12,5 @@ from tbdencoder.models.subject_adapters import SubjectAdapters
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "BandedRidgeEncoder", "ClipAlignment", "Encoder", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "ClipAlignment", "Encoder", "FactorTopy", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
            "build_encoder", "register"]

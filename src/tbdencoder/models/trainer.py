@@ -20,6 +20,8 @@
   cannot be loaded or whose contents do not fit is discarded with a warning: training starts afresh.
 - Progress: a tqdm bar per fit (epoch, losses), on stderr, so logs show how far a long fit is.
 - Loss curves (per epoch, training and validation) are returned with the best epoch.
+- A `penalty(module, step)` (a regulariser on the module's own outputs, weighted by the optimiser step, e.g.
+  FactorTopy's decaying selector term) joins the training loss only; the validation loss is the loss alone.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class TrainResult:
 
 
 Forward = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
+Penalty = Callable[[torch.nn.Module, int], torch.Tensor]
 
 
 def x_to_y(module: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,10 +152,11 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train_on(module: torch.nn.Module, train_data: TrainData, validation_data: TrainData, settings: TrainSettings,
              *, forward: Forward = x_to_y, loss: str | dict | list | torch.nn.Module = "mse", device: str = "auto",
-             checkpoint: str | Path | None = None, label: str = "") -> TrainResult:
+             checkpoint: str | Path | None = None, label: str = "", penalty: Penalty | None = None) -> TrainResult:
     """Train `module` in place on `loss(*forward(module, batch))`; it ends holding the best epoch's weights (on CPU).
 
-    `loss` is a spec for `losses.build_loss` or a loss module (its parameters are trained too)."""
+    `loss` is a spec for `losses.build_loss` or a loss module (its parameters are trained too); `penalty(module,
+    step)` (0-based optimiser step) is added to the training loss."""
     checkpoint = None if checkpoint is None else Path(checkpoint)
     criterion = build_loss(loss)
     datasets = (train_data, validation_data)
@@ -207,10 +211,17 @@ def train_on(module: torch.nn.Module, train_data: TrainData, validation_data: Tr
     def loss_of(batch: Any) -> torch.Tensor:
         return criterion(*forward(module, _to(batch, torch_device)))
 
+    steps_per_epoch = -(-len(train_data) // settings.batch_size)
+    step = {"in_epoch": 0}
+
     def training_step(batch: Any) -> torch.Tensor:
         value = loss_of(batch)
+        total = value
+        if penalty is not None:
+            total = value + penalty(module, progress["epoch"] * steps_per_epoch + step["in_epoch"])
+            step["in_epoch"] += 1
         optimiser.zero_grad()
-        value.backward()
+        total.backward()
         optimiser.step()
         return value
 
@@ -220,6 +231,7 @@ def train_on(module: torch.nn.Module, train_data: TrainData, validation_data: Tr
                disable=progress["done"], leave=False, mininterval=10.0)
     while not progress["done"]:
         module.train()
+        step["in_epoch"] = 0
         permutation = torch.randperm(len(train_data), generator=order).numpy()
         progress["train_loss"].append(_mean_loss(train_data, permutation, settings.batch_size, training_step))
         module.eval()
