@@ -21,9 +21,40 @@ def test_positions_are_the_fsaverage5_sphere_per_hemisphere_apart():
 
 
 def test_an_index_beyond_the_mesh_is_refused_naming_it(monkeypatch):
-    monkeypatch.setattr(cortex, "_sphere", lambda mesh, hemi: np.eye(3))
+    monkeypatch.setattr(cortex, "fsaverage_surface", lambda mesh, hemi, kind, folder: (np.eye(3), np.zeros((1, 3))))
     with pytest.raises(ValueError, match="fsaverage index 10300 is beyond the 3 vertices of fsaverage"):
         vertex_positions(np.array([1, 10_300]), "lh")
+
+
+def _freesurfer_folder(root, hemi="lh"):
+    """A FreeSurfer subject folder whose sphere is fsaverage5's, scaled to 100 mm as FreeSurfer's is."""
+    import nibabel.freesurfer
+
+    coordinates, faces = cortex.fsaverage_surface("fsaverage5", hemi, "sphere")
+    (root / "surf").mkdir(parents=True)
+    nibabel.freesurfer.write_geometry(str(root / "surf" / f"{hemi}.sphere"), 100 * coordinates, faces)
+    return root
+
+
+def test_a_freesurfer_fsaverage_folder_named_in_params_gives_the_same_positions(tmp_path):
+    index = np.array([0, 5, 10_000])
+    folder = _freesurfer_folder(tmp_path / "fsaverage")
+    np.testing.assert_allclose(vertex_positions(index, "lh", str(folder)), vertex_positions(index, "lh"), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match=r"fmri.fsaverage_dir: .*rh.sphere is missing"):
+        vertex_positions(index, "rh", str(folder))
+
+
+def test_the_full_mesh_offline_fails_fast_saying_how_to_provide_it(monkeypatch):
+    from nilearn import datasets
+
+    def offline(mesh):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datasets, "fetch_surf_fsaverage", offline)
+    cortex.fsaverage_surface.cache_clear()
+    with pytest.raises(FileNotFoundError, match=r"fmri.fsaverage_dir in params.yaml.*fetch_surf_fsaverage\('fsaverage'\)"):
+        vertex_positions(np.array([1, 10_300]), "lh")
+    cortex.fsaverage_surface.cache_clear()
 
 
 def test_lazy_targets_compute_positions_only_when_read():

@@ -15,9 +15,15 @@ from tbdencoder.evaluate.fmri_fit import score_fit
 from tbdencoder.evaluate.merge import merge_metrics
 from tbdencoder.evaluate.metrics import roi_masks
 from tbdencoder.evaluate.plots import NO_BLOCK_WEIGHTS, NO_TRAINING_CURVES
+from tbdencoder.evaluate.brain_maps import NO_FACTORTOPY
 from tbdencoder.fit.fmri import fit_fmri, load_fitted
 from tbdencoder.io import write_strings
 from conftest import seal
+
+
+def _brain_maps(folder):
+    """Where evaluate_subject draws its brain maps."""
+    return {"figure_brain_scores_out": folder / "brain_scores.png", "figure_brain_selectors_out": folder / "brain_selectors.png"}
 
 
 def _oracle_features(dataset, subject, responses_path, out_path):
@@ -80,7 +86,7 @@ def test_oracle_features_reach_the_noise_ceiling(fitted, tiny_fmri_dataset):
     out = {k: tmp_path / f"out/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
     evaluate_subject(responses, fits, out["m.json"], out["t.tsv"], out["s.h5"], out["f.png"], out["sub"],
                      "oracle", ["prf-visualrois", "streams"], figure_preferred_block_out=out["p.png"],
-                     figure_training_out=out["c.png"])
+                     figure_training_out=out["c.png"], **_brain_maps(tmp_path))
     metrics = json.loads(out["m.json"].read_text())
     truth = pd.read_csv(tiny_fmri_dataset / "ground_truth/subj01/lh_vertices.csv")
     with h5py.File(out["s.h5"]) as h5:
@@ -111,7 +117,7 @@ def test_unknown_submission_model_is_an_error(fitted):
     with pytest.raises(ValueError, match="submission model 'nope'"):
         evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5",
                          tmp_path / "f.png", tmp_path / "sub", "nope", ["streams"],
-                         figure_preferred_block_out=tmp_path / "p.png", figure_training_out=tmp_path / "c.png")
+                         figure_preferred_block_out=tmp_path / "p.png", figure_training_out=tmp_path / "c.png", **_brain_maps(tmp_path))
 
 
 def test_training_curves_of_a_fits_file_reach_the_figure(fitted, tmp_path, captured):
@@ -128,7 +134,7 @@ def test_training_curves_of_a_fits_file_reach_the_figure(fitted, tmp_path, captu
     out = tmp_path / "training.png"
     evaluate_subject(responses, [fits[0], mlp], tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5",
                      tmp_path / "f.png", tmp_path / "sub", "oracle", ["streams"],
-                     figure_preferred_block_out=tmp_path / "p.png", figure_training_out=out)
+                     figure_preferred_block_out=tmp_path / "p.png", figure_training_out=out, **_brain_maps(tmp_path))
     title, axes = captured[out]
     assert title == "subj01: training curves"
     assert [panel for panel, _ in axes] == ["mlp lh\nbest epoch 3"]
@@ -144,28 +150,31 @@ def test_evaluation_opens_each_fits_file_once(fitted, tmp_path, h5_opens):
     _, responses, fits = fitted
     evaluate_subject(responses, fits, tmp_path / "m.json", tmp_path / "t.tsv", tmp_path / "s.h5", tmp_path / "f.png",
                      tmp_path / "sub", "oracle", ["streams"], figure_preferred_block_out=tmp_path / "p.png",
-                     figure_training_out=tmp_path / "c.png")
+                     figure_training_out=tmp_path / "c.png", **_brain_maps(tmp_path))
     assert {path.name: h5_opens[path.resolve()] for path in fits} == {path.name: 1 for path in fits}
 
 
 def test_cli_evaluate_passes_the_figure_paths(fitted, tmp_path):
     _, responses, fits = fitted
-    out = {k: tmp_path / k for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
+    out = {k: tmp_path / k for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png", "b.png", "bs.png")}
     args = ["evaluate", "--responses", str(responses), "--fits", *map(str, fits), "--metrics-out", str(out["m.json"]),
             "--table-out", str(out["t.tsv"]), "--scores-out", str(out["s.h5"]), "--figure-out", str(out["f.png"]),
             "--submission-dir", str(out["sub"]), "--settings",
             json.dumps({"fmri.evaluation": {"submission_model": "oracle", "figure_roi_classes": ["streams"]}}),
-            "--figure-preferred-block", str(out["p.png"]), "--figure-training", str(out["c.png"])]
+            "--figure-preferred-block", str(out["p.png"]), "--figure-training", str(out["c.png"]),
+            "--figure-brain-scores", str(out["b.png"]), "--figure-brain-selectors", str(out["bs.png"])]
     assert main(args) == 0
     assert Image.open(out["p.png"]).text["Title"].endswith(NO_BLOCK_WEIGHTS)
     assert Image.open(out["c.png"]).text["Title"].endswith(NO_TRAINING_CURVES)
+    assert Image.open(out["bs.png"]).text["Title"].endswith(NO_FACTORTOPY)
+    assert "challenge score per vertex" in Image.open(out["b.png"]).text["Title"]
     with pytest.raises(SystemExit):  # the new flags are required
         main(args[:-2])
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     settings = {"fmri.hemispheres": ["lh"], "fmri.roi_classes": ["streams"], "fmri.heldout_fraction": 0.1,
-                "fmri.split_seed": 0}
+                "fmri.split_seed": 0, "fmri.fsaverage_dir": None}
     args = ["prepare-fmri", "--dataset-dir", str(tmp_path), "--subject", "subj01", "--responses-out",
             str(tmp_path / "r.h5"), "--stimuli-out", str(tmp_path / "s.h5"), "--settings", json.dumps(settings)]
     assert main(args) == 1
@@ -261,7 +270,7 @@ def test_banded_ridge_fit_reports_block_weights_and_reloads(tiny_fmri_dataset, t
     # evaluation reports each vertex's preferred block
     paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "p.png", "c.png")}
     evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
-                     "banded", ["streams"], figure_preferred_block_out=paths["p.png"], figure_training_out=paths["c.png"])
+                     "banded", ["streams"], figure_preferred_block_out=paths["p.png"], figure_training_out=paths["c.png"], **_brain_maps(tmp_path))
     summary = json.loads(paths["m.json"].read_text())["models"]["banded"]["lh"]["block_weights"]
     assert summary["preferred"]["block01/global"] == pytest.approx((weight.argmax(1) == 0).mean())
     with h5py.File(paths["s.h5"]) as h5:
@@ -337,7 +346,7 @@ def test_a_model_combining_two_backbones_reports_each_ones_share_and_reloads(tin
     paths = {k: tmp_path / f"eval/{k}" for k in ("m.json", "t.tsv", "s.h5", "f.png", "sub", "pb.png", "tr.png")}
     evaluate_subject(responses, [out], paths["m.json"], paths["t.tsv"], paths["s.h5"], paths["f.png"], paths["sub"],
                      "combined", ["streams"], figure_preferred_block_out=paths["pb.png"],
-                     figure_training_out=paths["tr.png"])
+                     figure_training_out=paths["tr.png"], **_brain_maps(tmp_path))
     share = json.loads(paths["m.json"].read_text())["models"]["combined"]["lh"]["block_weights"]["share"]
     assert share == pytest.approx({"clip": weight[:, 0].mean(), "alexnet": weight[:, 1].mean()}, rel=1e-5)
     test_ids = list(h5py.File(responses)["test_stimulus_id"].asstr()[:])

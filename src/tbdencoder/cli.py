@@ -25,9 +25,10 @@ SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
                      '{"simulate.meg": {"snr": 1.0}, "meg.subjects": [1, 2], "meg.heldout_subjects": [], "meg.screen": '
                      '{"width_px": 1024, "height_px": 768, "width_cm": 37.5, "viewing_distance_cm": 80.0}, '
                      '"meg.crops.dva": 2.0}'),
-    "prepare-fmri": (("fmri.hemispheres", "fmri.roi_classes", "fmri.heldout_fraction", "fmri.split_seed"),
+    "prepare-fmri": (("fmri.hemispheres", "fmri.roi_classes", "fmri.heldout_fraction", "fmri.split_seed",
+                      "fmri.fsaverage_dir"),
                      '{"fmri.hemispheres": ["lh", "rh"], "fmri.roi_classes": ["streams"], "fmri.heldout_fraction": 0.1, '
-                     '"fmri.split_seed": 0}'),
+                     '"fmri.split_seed": 0, "fmri.fsaverage_dir": null}'),
     "meg-fixations": (("meg.screen", "meg.bad_fixations"),
                       '{"meg.screen": {"width_px": 1024, "height_px": 768, "width_cm": 37.5, '
                       '"viewing_distance_cm": 80.0}, "meg.bad_fixations": "drop"}'),
@@ -153,7 +154,8 @@ def _evaluate_meg(a: argparse.Namespace, evaluate_meg_subject: Callable, screen_
 
 
 def _prepare_fmri(a: argparse.Namespace, prepare_fmri: Callable) -> None:
-    prepare_fmri(a.dataset_dir, a.subject, *_settings(a, "prepare-fmri"), a.responses_out, a.stimuli_out)
+    *settings, fsaverage_dir = _settings(a, "prepare-fmri")
+    prepare_fmri(a.dataset_dir, a.subject, *settings, a.responses_out, a.stimuli_out, fsaverage_dir)
 
 
 def _features(a: argparse.Namespace, extract_features: Callable) -> None:
@@ -194,7 +196,9 @@ def _evaluate(a: argparse.Namespace, evaluate_subject: Callable) -> None:
     (evaluation,) = _settings(a, "evaluate")
     evaluate_subject(a.responses, a.fits, a.metrics_out, a.table_out, a.scores_out, a.figure_out, a.submission_dir,
                      evaluation["submission_model"], evaluation["figure_roi_classes"],
-                     figure_preferred_block_out=a.figure_preferred_block, figure_training_out=a.figure_training)
+                     figure_preferred_block_out=a.figure_preferred_block, figure_training_out=a.figure_training,
+                     figure_brain_scores_out=a.figure_brain_scores, figure_brain_selectors_out=a.figure_brain_selectors,
+                     brain_map_view=evaluation["brain_map_view"])
 
 
 def _merge_metrics(a: argparse.Namespace, merge_metrics: Callable) -> None:
@@ -461,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-preferred-block", type=Path, required=True,
                    help="preferred block per ROI (models with block weights)")
     p.add_argument("--figure-training", type=Path, required=True, help="training curves (gradient-trained models)")
+    p.add_argument("--figure-brain-scores", type=Path, required=True, help="every model's score per vertex on the cortex")
+    p.add_argument("--figure-brain-selectors", type=Path, required=True,
+                   help="FactorTopy models' layer colouring, retinotopy and scale on the cortex")
     _add_settings(p, "evaluate")
     p.set_defaults(func=_evaluate)
 

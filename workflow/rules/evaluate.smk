@@ -30,6 +30,20 @@ if FMRI:
                 subcategory="{subject}",
                 labels={"subject": "{subject}", "figure": "training"},
             ),
+            brain_scores=report(
+                "results/figures/{subject}_brain_scores.png",
+                caption="../report/brain_scores.rst",
+                category="fMRI",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": "brain map: scores"},
+            ),
+            brain_selectors=report(
+                "results/figures/{subject}_brain_selectors.png",
+                caption="../report/brain_selectors.rst",
+                category="fMRI",
+                subcategory="{subject}",
+                labels={"subject": "{subject}", "figure": "brain map: FactorTopy selectors"},
+            ),
             submission=expand("results/submission/{{subject}}/{hemi}_pred_test.npy", hemi=HEMISPHERES),
         params:
             submission_dir="results/submission/{subject}",
@@ -42,7 +56,8 @@ if FMRI:
             "tbdencoder evaluate --responses {input.responses} --fits {input.fits}"
             " --metrics-out {output.metrics} --table-out {output.table} --scores-out {output.scores} --figure-out {output.figure}"
             " --submission-dir {params.submission_dir} --figure-preferred-block {output.preferred_block}"
-            " --figure-training {output.training} --settings {params.settings} > {log} 2>&1"
+            " --figure-training {output.training} --figure-brain-scores {output.brain_scores}"
+            " --figure-brain-selectors {output.brain_selectors} --settings {params.settings} > {log} 2>&1"
 
 
 

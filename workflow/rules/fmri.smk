@@ -6,7 +6,8 @@ rule prepare_fmri:
         responses="results/fmri/{subject}/responses.h5",
         stimuli="results/fmri/{subject}/stimuli.h5",
     params:
-        settings=settings("fmri.hemispheres", "fmri.roi_classes", "fmri.heldout_fraction", "fmri.split_seed"),
+        settings=settings("fmri.hemispheres", "fmri.roi_classes", "fmri.heldout_fraction", "fmri.split_seed",
+                          "fmri.fsaverage_dir"),
     log:
         "logs/prepare_fmri/{subject}.log",
     conda:

@@ -38,8 +38,11 @@ def prepare_fmri(
     split_seed: int,
     responses_out: str | Path,
     stimuli_out: str | Path,
+    fsaverage_dir: str | None = None,
 ) -> None:
-    """Check and convert one subject; score on the test split when its fMRI exists, else on held-out training images."""
+    """Check and convert one subject; score on the test split when its fMRI exists, else on held-out training images.
+    `fsaverage_dir` (fmri.fsaverage_dir, or None for nilearn's meshes) is recorded for whatever reads the
+    vertices' positions or draws them on the cortex later."""
     start = time.perf_counter()
     data = load_subject(dataset_dir, subject, tuple(hemispheres), tuple(roi_classes))
     train_ids = [SubjectData.stimulus_id(p) for p in data.train_images]
@@ -73,7 +76,8 @@ def prepare_fmri(
         provenance={"source_split": ["train"] * len(train_ids) + ["test"] * len(test_ids)},
     )
     with atomic_path(responses_out) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update(subject=subject, eval_split=eval_split, source=str(dataset_dir))
+        h5.attrs.update(subject=subject, eval_split=eval_split, source=str(dataset_dir),
+                        fsaverage_dir="" if fsaverage_dir is None else str(fsaverage_dir))
         write_strings(h5, "train_stimulus_id", [train_ids[i] for i in fit_rows])
         eval_ids = test_ids if eval_split == "test" else [train_ids[i] for i in eval_rows]
         write_strings(h5, "test_stimulus_id", eval_ids)

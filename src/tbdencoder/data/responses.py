@@ -2,7 +2,8 @@
 
     attrs: subject, eval_split ('test' = the official test split with its fMRI, or
            'heldout_train' = a held-out part of the training split when the test fMRI is withheld),
-           source (dataset folder)
+           source (dataset folder), fsaverage_dir (fmri.fsaverage_dir: the FreeSurfer fsaverage folder
+           for positions and brain maps; empty: nilearn's meshes)
     train_stimulus_id (n_train,)      rows the models are fitted on
     test_stimulus_id (n_test,)        rows the models are scored on
     submission_stimulus_id (n_sub,)   the challenge test images (predictions go to the submission)

@@ -14,6 +14,8 @@ from tbdencoder.data.responses import read_noise_ceiling, read_targets
 from tbdencoder.evaluate.metrics import challenge_score, pearson_r
 from tbdencoder.evaluate.training import TrainingCurve, read_training_curves
 
+SELECTION = ("space_x", "space_y", "layer_weights", "scale")  # a FactorTopy fit's per-vertex selectors
+
 
 @dataclass
 class FmriFit:
@@ -29,6 +31,7 @@ class FmriFit:
     block_names: list[str] | None = None
     training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # gradient-trained families
     submission_prediction: np.ndarray | None = None  # (images, vertices), read for the submission model only
+    selection: dict[str, np.ndarray] | None = None  # FactorTopy: per-vertex space_x, space_y, layer_weights, scale
 
 
 def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model: str | None = None) -> FmriFit:
@@ -42,12 +45,13 @@ def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model:
         block_names = list(h5["feature_blocks"].asstr()[:]) if block_weight is not None else None
         training_curves = read_training_curves(h5)
         submission = h5["submission_prediction"][:] if model == submission_model else None
+        selection = ({key: h5[key][:] for key in SELECTION} if all(key in h5 for key in SELECTION) else None)
     r = pearson_r(prediction, read_targets(responses_path, hemi, "test"))
     noise_ceiling = read_noise_ceiling(responses_path, hemi)
     return FmriFit(path=path, model=model, hemisphere=hemi, random_init_features=random_init, r=r,
                    score=None if noise_ceiling is None else challenge_score(r, noise_ceiling),
                    block_weight=block_weight, block_names=block_names, training_curves=training_curves,
-                   submission_prediction=submission)
+                   submission_prediction=submission, selection=selection)
 
 
 def score_fit(responses_path: str | Path, fit_path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray | None]:

@@ -126,7 +126,7 @@ def plot_training_curves(panels: dict[str, dict[int, TrainingCurve]], title: str
         best = ", ".join(str(c.best_epoch + 1) for c in curves.values())
         ax.set_title(f"{label}\nbest epoch{'s' if len(curves) > 1 else ''} {best}", fontsize="medium")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (MSE, standardised targets)")
+        ax.set_ylabel("loss (standardised targets)")
         ax.legend(handles=handles, fontsize="x-small", ncol=2 if len(handles) > 5 else 1)
     for ax in axes.ravel()[len(panels):]:
         ax.set_axis_off()

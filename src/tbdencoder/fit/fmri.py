@@ -56,13 +56,14 @@ def _features(features: str | Path | list[str | Path], ids: list[str], spec: dic
 
 def fmri_targets(responses_path: str | Path, hemisphere: str) -> dict[str, Any]:
     """What a family may know about a hemisphere's vertices: ROI labels per class (`roi`), fsaverage indices,
-    and positions on the fsaverage sphere with both hemispheres in one frame (`data.cortex`; computed when
-    a family first reads `targets["positions"]`)."""
+    and positions on the fsaverage sphere with both hemispheres in one frame (`data.cortex`, from the mesh the
+    responses file names, `fmri.fsaverage_dir`; computed when a family first reads `targets["positions"]`)."""
     with h5py.File(responses_path, "r") as h5:
         index = h5[hemisphere]["fsaverage_index"][:]
+        fsaverage_dir = str(h5.attrs.get("fsaverage_dir", "")) or None
     rois = {name: labels for name, (labels, _) in read_rois(responses_path, hemisphere).items()}
     return LazyTargets({"roi": rois, "fsaverage_index": index, "hemisphere": hemisphere},
-                       {"positions": lambda: vertex_positions(index, hemisphere)})
+                       {"positions": lambda: vertex_positions(index, hemisphere, fsaverage_dir)})
 
 
 def fit_fmri(features_path: str | Path | list[str | Path], responses_path: str | Path, hemisphere: str, model_name: str,
