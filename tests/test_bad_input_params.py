@@ -66,9 +66,9 @@ ALEXNET = {"library": "torchvision", "model": "alexnet", "pretrained": None, "ra
 
 
 @pytest.mark.parametrize("model, message", [
-    ({"backbone": "clip_vitb32", "layers": [3], "tokens": ["map"]},
-     r"fmri.models.m.tokens': 'map' needs unpooled maps, which backbone 'clip_vitb32' does not store: set "
-     r"features.backbones.clip_vitb32.map_size"),
+    ({"backbone": "clip_vitb32_crops", "layers": [3], "tokens": ["map"]},
+     r"fmri.models.m.tokens': 'map' needs unpooled maps, which backbone 'clip_vitb32_crops' does not store: set "
+     r"features.backbones.clip_vitb32_crops.map_size"),
     ({"backbone": "plain_alexnet", "layers": ["features.2", "classifier.5"], "tokens": ["global", "grid"]},
      r"fmri.models.m.tokens': \['grid'\] need spatial layers, but \['classifier.5'\] of backbone 'plain_alexnet' "
      r"output a vector"),

@@ -195,7 +195,7 @@ def test_keys_of_the_old_layout_say_where_they_moved(params, key):
 @pytest.mark.parametrize("modality, model, key, value, message", [
     ("fmri", "ridge_cls", "hidden_units", 64,
      r"key 'fmri.models.ridge_cls.hidden_units': not a setting of family ridge \(it takes no hyper-parameters\); "
-     r"'hidden_units' is a setting of mlp"),
+     r"'hidden_units' is a setting of factortopy, mlp, subject_adapters"),
     ("meg", "dual", "n_gammas", 4, r"key 'meg.models.dual.n_gammas': not a setting of family ridge.*of banded_ridge"),
     ("fmri", "banded_grid", "n_components", 5, r"banded_ridge \(it takes n_gammas\); 'n_components' is a setting of "
                                                 r"pca_linear"),

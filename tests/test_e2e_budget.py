@@ -51,7 +51,7 @@ def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
     n_training, n_heldout = len(params["meg"]["subjects"]), len(params["meg"]["heldout_subjects"])
     assert jobs.get("fit_meg", 0) == n_training * (len(meg_models) - len(joint))
     assert jobs.get("fit_meg_joint", 0) == len(joint) and jobs.get("fit_meg_heldout", 0) == n_heldout * len(meg_models)
-    assert jobs.get("kshot_meg", 0) == n_heldout * len(joint)
+    assert jobs.get("kshot_meg", 0) == n_heldout * len(joint_models(params["meg"]["models"], "calibrates"))
 
 
 def test_a_model_of_several_subjects_is_one_job_per_hemisphere_and_model(tmp_path):

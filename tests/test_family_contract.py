@@ -55,6 +55,8 @@ def test_every_registered_family_has_tiny_settings_and_a_schema_entry():
             bool(getattr(FAMILIES[name], "many_subjects", False)), name
         assert bool(load_schema()["$defs"]["families"][name].get("decodes")) == \
             bool(getattr(FAMILIES[name], "decodes", False)), name
+        assert bool(load_schema()["$defs"]["families"][name].get("calibrates")) == \
+            hasattr(FAMILIES[name], "calibrate"), name
 
 
 def _of_subject(family: str, targets: dict, subject: str) -> dict:

@@ -430,3 +430,38 @@ def test_the_cache_key_separates_backbones_weights_and_preprocessing(tmp_path):
              extract.feature_attrs(spec, stimuli, 2, None, True, 0)["cache_key"]}
     assert len(keys) == 6
     assert extract.feature_attrs(spec, stimuli, 2, None, False, 0)["cache_key"] == key
+
+
+def test_maps_stay_on_disk_and_read_as_the_arrays_they_are(tmp_path):
+    """FeatureSet.load keeps `map` blocks in the file (DiskRows): stacking subjects' sets and taking rows keep them
+    there, reads give the file's values in the asked order, and the fit's sha256 is that of the values."""
+    from tbdencoder.features.featureset import DiskRows, FeatureSet
+    from tbdencoder.fit.driver import training_sha256
+    from tbdencoder.io import write_strings
+
+    rng = np.random.default_rng(0)
+    files, values = [], []
+    for k in range(2):
+        path = tmp_path / f"f{k}.h5"
+        ids = [f"s{k}_{i}" for i in range(5)]
+        maps, global_ = rng.standard_normal((5, 2 * 2 * 3)).astype(np.float32), rng.standard_normal((5, 3))
+        with h5py.File(path, "w") as h5:
+            write_strings(h5, "stimulus_id", ids)
+            h5["layers/block01/map"] = maps
+            h5["layers/block01/map"].attrs["shape"] = [2, 2, 3]
+            h5["layers/block01/global"] = global_.astype(np.float32)
+        files.append(FeatureSet.load(path, ids[::-1], [1], ["global", "map"]))
+        values.append(maps[::-1])
+    stacked = FeatureSet.stack(files)
+    block = stacked.data[1]
+    assert isinstance(block, DiskRows) and block.shape == (10, 12) and len(block.sources) == 2
+    expected = np.concatenate(values)
+    rows = np.array([7, 0, 7, 3, 9])
+    np.testing.assert_array_equal(block[rows], expected[rows])
+    taken = stacked.take(rows)
+    assert isinstance(taken.data[1], DiskRows)
+    np.testing.assert_array_equal(np.asarray(taken.data[1]), expected[rows])
+    np.testing.assert_array_equal(stacked.maps()["block01/map"], expected.reshape(10, 2, 2, 3))
+    in_memory = FeatureSet(stacked.names, [np.asarray(b) for b in stacked.data], stacked.shapes)
+    Y = rng.standard_normal((10, 4))
+    assert training_sha256(stacked, Y) == training_sha256(in_memory, Y)

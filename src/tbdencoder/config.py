@@ -99,10 +99,11 @@ def family_defaults(family: str) -> dict[str, Any]:
     return _defaults(load_schema()["$defs"]["families"][family])
 
 
-def joint_models(models: dict[str, dict[str, Any]]) -> list[str]:
-    """The models whose family is fitted on every training subject at once (`many_subjects` in the schema)."""
+def joint_models(models: dict[str, dict[str, Any]], flag: str = "many_subjects") -> list[str]:
+    """The models whose family's schema entry sets `flag`: `many_subjects` (fitted on every training subject at
+    once), `calibrates` (also calibrated on k samples of a subject not trained on: the k-shot comparison)."""
     families = load_schema()["$defs"]["families"]
-    return [name for name, model in models.items() if families.get(model["family"], {}).get("many_subjects")]
+    return [name for name, model in models.items() if families.get(model["family"], {}).get(flag)]
 
 
 def section_schema(path: str) -> dict[str, Any]:

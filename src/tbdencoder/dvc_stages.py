@@ -80,7 +80,7 @@ PHASES: dict[str, dict[str, Half]] = {
     "prepare": {
         "fmri": Half(["prepare_fmri"], ["prepare_fmri"], ["fmri.dataset_dir", "fmri.subjects", "fmri.heldout_subjects",
                                                           "fmri.hemispheres", "fmri.heldout_fraction", "fmri.split_seed",
-                                                          "fmri.roi_classes"],
+                                                          "fmri.roi_classes", "fmri.fsaverage_dir"],
                      outs=["results/fmri"]),
         "meg": Half(["meg_fixations", "preprocess_meg", "meg_crops"], ["preprocess_meg", "meg_crops"],
                     ["meg.dataset_dir", "meg.subjects", "meg.heldout_subjects", "meg.screen", "meg.bad_fixations",

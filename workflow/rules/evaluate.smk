@@ -66,8 +66,8 @@ rule merge_metrics:
     input:
         fmri=expand("results/metrics/{subject}.json", subject=SUBJECTS),
         meg=expand("results/metrics/meg_{subject}.json", subject=MEG_SUBJECTS + MEG_HELDOUT),
-        kshot=expand("results/metrics/kshot_meg_{subject}_{model}.json", subject=MEG_HELDOUT, model=MEG_JOINT),
-        fmri_kshot=expand("results/metrics/kshot_fmri_{subject}_{model}.json", subject=HELDOUT, model=JOINT),
+        kshot=expand("results/metrics/kshot_meg_{subject}_{model}.json", subject=MEG_HELDOUT, model=MEG_CALIBRATED),
+        fmri_kshot=expand("results/metrics/kshot_fmri_{subject}_{model}.json", subject=HELDOUT, model=CALIBRATED),
         decoding=expand("results/metrics/decoding_meg_{subject}.json",
                         subject=MEG_SUBJECTS + MEG_HELDOUT if MEG_DECODERS else []),
         fmri_decoding=expand("results/metrics/decoding_fmri_{subject}.json", subject=SUBJECTS if DECODERS else []),

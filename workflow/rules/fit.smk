@@ -74,7 +74,7 @@ rule kshot_fmri:
         ),
     wildcard_constraints:
         subject="|".join(HELDOUT) or "^$",
-        model="|".join(JOINT) or "^$",
+        model="|".join(CALIBRATED) or "^$",
     params:
         spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
         settings=settings("fmri.evaluation"),

@@ -216,7 +216,7 @@ rule kshot_meg:
         ),
     wildcard_constraints:
         subject="|".join(MEG_HELDOUT) or "^$",
-        model="|".join(MEG_JOINT) or "^$",
+        model="|".join(MEG_CALIBRATED) or "^$",
     params:
         spec=lambda wc: model_spec(MEG_MODELS[wc.model], MEG["fit"]),
         settings=settings("meg.evaluation"),

@@ -177,11 +177,12 @@ def fit_subjects(spec: dict[str, Any], train: dict[str, Rows], target: dict[str,
 
 def training_sha256(X: FeatureSet, Y: np.ndarray) -> str:
     """Hex sha256 of the training features and targets (float32 bytes, shapes included)."""
-    digest = hashlib.sha256()
-    for array in (X.flat(), Y):
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        digest.update(str(array.shape).encode())
-        digest.update(array.data)
+    digest = hashlib.sha256(str((X.n_rows, sum(X.block_sizes))).encode())
+    for chunk in X.row_chunks():  # the flat view's bytes, a chunk of rows at a time: maps on disk are never read whole
+        digest.update(np.ascontiguousarray(chunk, dtype=np.float32).data)
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    digest.update(str(Y.shape).encode())
+    digest.update(Y.data)
     return digest.hexdigest()
 
 

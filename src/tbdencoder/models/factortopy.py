@@ -21,10 +21,12 @@ After the public code (huzeyann/BrainDecodesDeepNets, brainnet/model.py, plmodel
   `regulariser_weight` decaying linearly to 0 over the first `regulariser_steps` optimiser steps, as the public
   code does; AdamW, early stopping on an image-grouped validation split, the shared trainer.
 
-Several subjects: the targets of each subject are its vertices; with `selectors: shared` (the default) one set of
-selectors serves every subject through its vertices' fsaverage positions and only the readouts are per subject
-(a vertex position means the same cortex in every subject); `per_subject` gives each subject its own selectors,
-as MemoryEncodingModel does. The patch maps come from the features file's `<layer>/map` blocks (tokens [global,
+Several subjects: the targets of each subject are its vertices; the channel alignment is shared and the readouts
+are per subject. With `selectors: per_subject` (the default, as MemoryEncodingModel keeps them) each subject has
+its own selectors; with `shared`, one set serves every subject through its vertices' fsaverage positions. On the
+topographic simulator, whose subjects' maps sit a few degrees apart on the sphere as real subjects' do,
+per-subject selectors recover the centres and layers better (scripts/compare_factortopy_selectors.py,
+docs/models.md). The patch maps come from the features file's `<layer>/map` blocks (tokens [global,
 map]) and are read a batch of rows at a time: a block may be an array on disk (h5py dataset).
 """
 
@@ -262,7 +264,7 @@ class FactorTopy:
     ----------
     width : channels every layer is aligned to (the public code's bottleneck, 128).
     hidden_units, n_frequencies : the selector MLPs' width and the position encoding's frequencies per axis.
-    selectors : 'shared' by the subjects (fsaverage positions) or 'per_subject'.
+    selectors : 'per_subject', or 'shared' by the subjects through their fsaverage positions.
     regulariser_weight, regulariser_steps : the selector regulariser's start weight and its decay to 0.
     smooth_l1_beta : the loss's beta.
     learning_rate, weight_decay, batch_size, max_epochs, patience, validation_fraction : the trainer's.
