@@ -40,8 +40,8 @@ def merge_metrics(subject_metrics: list[str | Path], out_path: str | Path,
 
 
 def fmri_summary(metric_paths: list[str | Path]) -> dict:
-    """The fMRI part of results/metrics.json: per model the mean over subjects, and per subject x model x
-    hemisphere (and 'all') the summary without the per-ROI detail."""
+    """The fMRI part of results/metrics.json: per model the mean over subjects (and of a FactorTopy model's
+    hierarchy slope), and per subject x model x hemisphere (and 'all') the summary without the per-ROI detail."""
     subjects = {}
     for path in metric_paths:
         data = json.loads(Path(path).read_text())
@@ -58,6 +58,9 @@ def fmri_summary(metric_paths: list[str | Path]) -> dict:
             "challenge_score": None if None in scores else float(np.mean(scores)),
             "n_subjects": len(alls),
         }
+        if any("hierarchy" in a for a in alls):  # FactorTopy: the mean hierarchy slope, null where one is undefined
+            slopes = [(a.get("hierarchy") or {}).get("slope") for a in alls]
+            summary[model]["hierarchy_slope"] = None if None in slopes else float(np.mean(slopes))
     return {"summary": summary, "subjects": subjects}
 
 

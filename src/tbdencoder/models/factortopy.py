@@ -27,7 +27,8 @@ its own selectors; with `shared`, one set serves every subject through its verti
 topographic simulator, whose subjects' maps sit a few degrees apart on the sphere as real subjects' do,
 per-subject selectors recover the centres and layers better (scripts/compare_factortopy_selectors.py,
 docs/models.md). The patch maps come from the features file's `<layer>/map` blocks (tokens [global,
-map]) and are read a batch of rows at a time: a block may be an array on disk (h5py dataset).
+map]); training reads them into memory when they take at most `in_memory_gb`, else a batch of rows at a time from
+the file (NSD with a ViT-B: 31 GB).
 """
 
 from __future__ import annotations
@@ -188,6 +189,15 @@ class MapRows:
     def __init__(self, maps: list[Any], map_shapes: list[tuple[int, int, int]], globals_: list[Any]):
         self.maps, self.map_shapes, self.globals = maps, map_shapes, globals_
 
+    @property
+    def nbytes(self) -> int:
+        return 4 * sum(int(np.prod(block.shape)) for block in self.maps + self.globals)
+
+    def in_memory(self) -> MapRows:
+        """The same rows with every block read into memory (one pass over the file)."""
+        return MapRows([np.asarray(b, np.float32) for b in self.maps], self.map_shapes,
+                       [np.asarray(b, np.float32) for b in self.globals])
+
     def read(self, rows: np.ndarray) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         maps = [torch.as_tensor(np.asarray(read_rows(block, rows), np.float32).reshape(len(rows), *shape))
                 for block, shape in zip(self.maps, self.map_shapes)]
@@ -268,6 +278,7 @@ class FactorTopy:
     regulariser_weight, regulariser_steps : the selector regulariser's start weight and its decay to 0.
     smooth_l1_beta : the loss's beta.
     learning_rate, weight_decay, batch_size, max_epochs, patience, validation_fraction : the trainer's.
+    in_memory_gb : training features up to this size are read into memory once; larger ones a batch at a time.
     """
 
     many_subjects = True
@@ -279,7 +290,9 @@ class FactorTopy:
                  learning_rate: float = DEFAULTS["learning_rate"], weight_decay: float = DEFAULTS["weight_decay"],
                  batch_size: int = DEFAULTS["batch_size"], max_epochs: int = DEFAULTS["max_epochs"],
                  patience: int = DEFAULTS["patience"], validation_fraction: float = DEFAULTS["validation_fraction"],
-                 seed: int = 0, device: str = "auto", checkpoint: str | Path | None = None):
+                 in_memory_gb: float = DEFAULTS["in_memory_gb"], seed: int = 0, device: str = "auto",
+                 checkpoint: str | Path | None = None):
+        self.in_memory_gb = in_memory_gb
         self.width, self.hidden_units, self.n_frequencies, self.selectors = width, hidden_units, n_frequencies, selectors
         self.regulariser_weight, self.regulariser_steps = regulariser_weight, regulariser_steps
         self.smooth_l1_beta, self.validation_fraction = smooth_l1_beta, validation_fraction
@@ -297,6 +310,8 @@ class FactorTopy:
         targets[s]["positions"] (V_s, 3) on the fsaverage sphere."""
         self.subjects_ = list(Y)
         self.layers_, features = layer_blocks(X)
+        if features.nbytes <= self.in_memory_gb * 2**30:  # random batches of a row-chunked file read whole chunks
+            features = features.in_memory()
         subjects = np.asarray(subjects)
         code = np.full(len(subjects), -1)
         row = np.zeros(len(subjects), np.int64)
