@@ -115,7 +115,7 @@ def main() -> None:
         Y = rng.standard_normal((shape["images"], shape["vertices"]), dtype=np.float32)
         positions = sphere_positions(shape["vertices"], rng)
         sampler.phase("before fit")
-        model = FactorTopy(max_epochs=1, patience=1, device=str(device))
+        model = FactorTopy(max_epochs=1, patience=1, in_memory_gb=0.0, device=str(device))  # maps from disk
         with TrainingClock(sampler, max_batches=args.batches) as clock:
             time_batch_reads(clock)
             start = time.perf_counter()
