@@ -46,6 +46,7 @@ rule fit_joint:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/fit/joint_{hemi}_{model}.tsv"
+    priority: 10  # long jobs first, so that short ones fill the cores beside them instead of waiting at the end
     threads: 2
     resources:
         device="auto",

@@ -102,6 +102,7 @@ rule fit_meg_joint:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/fit_meg/joint_{model}.tsv"
+    priority: 10  # long jobs first, so that short ones fill the cores beside them instead of waiting at the end
     threads: 2
     resources:
         device="auto",  # where a family computes (ridge solver, gradient training); set by profiles
@@ -226,6 +227,7 @@ rule kshot_meg:
         "../envs/tbdencoder.yaml"
     benchmark:
         "logs/benchmarks/kshot_meg/{subject}_{model}.tsv"
+    priority: 10  # long jobs first, so that short ones fill the cores beside them instead of waiting at the end
     threads: 2
     resources:
         device="auto",
