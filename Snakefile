@@ -29,6 +29,7 @@ if FMRI:
 
     include: "workflow/rules/fmri.smk"
     include: "workflow/rules/fit.smk"
+    include: "workflow/rules/all_for_one.smk"
 
 
 if MEG:

@@ -38,7 +38,11 @@ TINY = {
     "clip_alignment": {"channels": 4, "hidden_units": 8, "max_epochs": 4, "patience": 2, "batch_size": 16},
     "factortopy": {"tokens": ["global", "map"], "width": 4, "hidden_units": 8, "n_frequencies": 4, "max_epochs": 4,
                    "patience": 2, "batch_size": 16, "regulariser_steps": 10},
+    "neck_readout": {"tokens": ["global", "map"], "neck": "neck", "from_models": ["neck"], "width": 4, "max_epochs": 4,
+                     "patience": 2, "batch_size": 16, "keep_top_k": 2},
 }
+# Families that read other models' fits: the family of the model they read (fitted with its TINY settings).
+READS = {"neck_readout": "factortopy"}
 DECODERS = sorted(family for family in TINY if getattr(FAMILIES[family], "decodes", False))
 FMRI_FIT = {"backbone": "toy", "layers": [1], "tokens": ["global", "grid"], "alphas": [0.1, 10.0, 1000.0],
             "cv_folds": 3, "seed": 0}
@@ -108,13 +112,27 @@ def fmri_problem(tiny_fmri_dataset, tmp_path_factory):
     return responses, features
 
 
+def _fmri_from_fits(family: str, fmri_problem, root) -> dict[str, str] | None:
+    """The fits a family of READS reads: its `from_models` model, fitted on the same problem."""
+    if family not in READS:
+        return None
+    responses, features = fmri_problem
+    (name,) = TINY[family]["from_models"]
+    out = root / f"{name}.h5"
+    if not out.exists():
+        fit_fmri(features, responses, "lh", name, {"family": READS[family], **FMRI_FIT, **TINY[READS[family]]}, out,
+                 device="cpu")
+    return {name: str(out)}
+
+
 @pytest.mark.parametrize("family", sorted(f for f, m in CASES if m == "fmri"))
 def test_fmri_fit_has_the_layout_reloads_and_passes_targets(family, fmri_problem, tmp_path, monkeypatch):
     responses, features = fmri_problem
+    from_fits = _fmri_from_fits(family, fmri_problem, tmp_path)
     spy = Spy(monkeypatch, family)
     spec = {"family": family, **FMRI_FIT, **TINY[family]}
     out = tmp_path / "fit.h5"
-    fit_fmri(features, responses, "lh", "m", spec, out, device="cpu")
+    fit_fmri(features, responses, "lh", "m", spec, out, device="cpu", from_fits=from_fits)
     with h5py.File(responses) as h5:
         n_vertices, test_ids = h5["lh/train"].shape[1], list(h5["test_stimulus_id"].asstr()[:])
         n_submission = len(h5["submission_stimulus_id"])
@@ -314,7 +332,8 @@ def test_an_fmri_family_resumes_a_killed_training_where_its_checkpoint_left_off(
 
     responses, features = fmri_problem
     spec = {"family": family, **FMRI_FIT, **TINY[family]}
-    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "reference.h5", device="cpu")
+    from_fits = _fmri_from_fits(family, fmri_problem, tmp_path)
+    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "reference.h5", device="cpu", from_fits=from_fits)
     clock = itertools.count(step=1000.0)  # each reading of the trainer's clock is past the checkpoint interval
     monkeypatch.setattr(trainer.time, "monotonic", lambda: next(clock))
     real, epochs = trainer._mean_loss, []
@@ -328,13 +347,13 @@ def test_an_fmri_family_resumes_a_killed_training_where_its_checkpoint_left_off(
 
     monkeypatch.setattr(trainer, "_mean_loss", killed_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu")
+        fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu", from_fits=from_fits)
     assert not (tmp_path / "fit.h5").exists() and list((tmp_path / "fit.h5.checkpoints").glob("*.pt"))
     monkeypatch.setattr(trainer, "_mean_loss", real)
     resumed = []
     monkeypatch.setattr(trainer, "_mean_loss", lambda data, rows, batch_size, loss_of: (
         resumed.append(loss_of.__name__ == "training_step"), real(data, rows, batch_size, loss_of))[1])
-    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu")
+    fit_fmri(features, responses, "lh", "m", spec, tmp_path / "fit.h5", device="cpu", from_fits=from_fits)
     with h5py.File(tmp_path / "fit.h5") as h5, h5py.File(tmp_path / "reference.h5") as expected:
         assert sum(resumed) == len(expected["folds/0/train_loss"]) - 2  # the two finished epochs are not redone
         np.testing.assert_array_equal(h5["test_prediction"][:], expected["test_prediction"][:])

@@ -45,7 +45,7 @@ def test_build_encoder_passes_the_hyper_parameters_a_family_names():
     model = build_encoder({"family": "ridge", "backbone": "b", "layers": [1], "tokens": ["global"], "alphas": [2.0],
                            "cv_folds": 3, "seed": 7, "outer_folds": 5}, device="cpu")
     assert (model.alphas, model.cv_folds, model.seed, model.device) == ([2.0], 3, 7, "cpu")
-    with pytest.raises(ValueError, match=r"unknown model family 'nope'; expected one of \['banded_ridge', 'clip_alignment', 'factortopy', 'mlp', 'pca_linear', 'ridge'"):
+    with pytest.raises(ValueError, match=r"unknown model family 'nope'; expected one of \['banded_ridge', 'clip_alignment', 'factortopy', 'mlp', 'neck_readout', 'pca_linear', 'ridge'"):
         build_encoder({"family": "nope"})
 
 

@@ -33,7 +33,7 @@ def test_regression_losses_and_weighted_sums_match_hand_computations(spec, expec
 
 
 def test_unknown_losses_are_refused_with_the_known_names():
-    with pytest.raises(ValueError, match="unknown loss 'cosine'; known losses: clip, mse, smooth_l1"):
+    with pytest.raises(ValueError, match="unknown loss 'cosine'; known losses: clip, distillation, mse, smooth_l1"):
         build_loss({"mse": 1.0, "cosine": 0.5})
 
 

@@ -105,13 +105,17 @@ def _spec(a: argparse.Namespace, modality: str) -> dict:
     return parse_model_spec(a.spec, modality)
 
 
-def _from_fits(a: argparse.Namespace) -> dict[str, str]:
-    """--from-fits NAME=PATH ... as {model name: fits file}."""
+def _from_fits(a: argparse.Namespace) -> dict[str, str | list[str]]:
+    """--from-fits NAME=PATH ... as {model name: fits file}; a name given several times (a model of several
+    subjects reading one fits file per subject) maps to the list of its files."""
     pairs = [item.split("=", 1) for item in a.from_fits]
     bad = [item for item, pair in zip(a.from_fits, pairs) if len(pair) != 2 or not all(pair)]
     if bad:
         raise ValueError(f"--from-fits: expected MODEL=PATH entries, got {bad}")
-    return dict(pairs)
+    paths: dict[str, list[str]] = {}
+    for name, path in pairs:
+        paths.setdefault(name, []).append(path)
+    return {name: found[0] if len(found) == 1 else found for name, found in paths.items()}
 
 
 def _fit_meg(a: argparse.Namespace, fit_meg_subject: Callable) -> None:
@@ -171,7 +175,42 @@ def _fit(a: argparse.Namespace, fit_fmri: Callable) -> None:
 
 
 def _fit_joint(a: argparse.Namespace, fit_fmri_joint: Callable) -> None:
-    fit_fmri_joint(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device)
+    fit_fmri_joint(a.features, a.responses, a.hemisphere, a.model_name, _spec(a, "fmri"), a.out, device=a.device,
+                   from_fits=_from_fits(a))
+
+
+def _recipe(a: argparse.Namespace) -> dict[str, Any]:
+    from tbdencoder.config import parse_settings
+    from tbdencoder.recipes import with_defaults
+
+    (recipe,) = parse_settings(a.settings, f"fmri.all_for_one.{a.recipe_name}")
+    return with_defaults(recipe)
+
+
+def _afo_groups(a: argparse.Namespace, write_groups: Callable) -> None:
+    write_groups(a.recipe_name, _recipe(a), a.scheme, a.responses, a.hemisphere, a.out, whole_soup=a.whole_soup)
+
+
+def _afo_member(a: argparse.Namespace, train_member: Callable) -> None:
+    _recipe(a)
+    train_member(a.recipe_name, a.scheme, a.group, _spec(a, "fmri"), a.features, a.responses, a.hemisphere,
+                 [str(path) for path in a.neck_fits], a.out, groups_path=a.groups, device=a.device)
+
+
+def _afo_soup(a: argparse.Namespace, soup_scheme: Callable) -> None:
+    soup_scheme(a.recipe_name, _recipe(a), a.scheme, _spec(a, "fmri"), a.features, a.responses, a.hemisphere,
+                [str(path) for path in a.neck_fits], a.members, a.out, device=a.device)
+
+
+def _afo_teacher(a: argparse.Namespace, make_teacher: Callable) -> None:
+    make_teacher(a.recipe_name, _recipe(a), _spec(a, "fmri"), a.features, a.responses, a.hemisphere,
+                 [str(path) for path in a.neck_fits], a.soups, a.out, a.teacher_fits, a.whole_fits)
+
+
+def _afo_student(a: argparse.Namespace, fit_student: Callable) -> None:
+    _recipe(a)
+    fit_student(a.recipe_name, _spec(a, "fmri"), a.features, a.responses, a.hemisphere,
+                [str(path) for path in a.neck_fits], a.teacher, a.out, device=a.device)
 
 
 def _predict(a: argparse.Namespace, predict_stimuli: Callable, predict_meg_stimuli: Callable, open_fit: Callable) -> None:
@@ -344,6 +383,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
     _add_model_args(p, "a models.<name> entry of params.yaml with the fit section's keys", outs="+")
     p.set_defaults(func=_fit_joint)
+
+    recipe = steps.add_parser("all-for-one", help="a stage of an All-for-One recipe (seed 001), one hemisphere of every "
+                                                  "training subject").add_subparsers(dest="modality", required=True)
+    stages = {
+        "groups": ("a scheme's vertex groups per subject", _afo_groups),
+        "member": ("one small model on one group of every subject's vertices (its best epochs kept)", _afo_member),
+        "soup": ("each member of a scheme souped and its predictions stitched", _afo_soup),
+        "teacher": ("the schemes' stitched predictions averaged into the teacher; its and the whole-brain model's "
+                    "fits files", _afo_teacher),
+        "student": ("one all-vertex model distilled from the teacher", _afo_student),
+    }
+    for name, (help_text, func) in stages.items():
+        p = recipe.add_parser(name, help=help_text)
+        p.add_argument("--recipe-name", required=True)
+        p.add_argument("--settings", required=True, metavar="JSON",
+                       help="the recipe's params.yaml section as one JSON object keyed by its dotted path, e.g. "
+                            "'{\"fmri.all_for_one.afo\": {\"neck\": \"topy\", \"random\": {\"n_parts\": 3, "
+                            "\"seeds\": [0]}}}'")
+        p.add_argument("--responses", type=Path, nargs="+", required=True, help="one responses.h5 per subject")
+        p.add_argument("--hemisphere", required=True, choices=["lh", "rh"])
+        if name != "groups":
+            p.add_argument("--features", type=Path, nargs="+", required=True,
+                           help="per subject (in the order of --responses) one features file per backbone")
+            p.add_argument("--spec", required=True, help="the neck_readout spec (recipes.model_spec)")
+            p.add_argument("--neck-fits", type=Path, nargs="+", required=True, help="the neck's fits file per subject")
+            p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        if name in ("groups", "member", "soup"):
+            p.add_argument("--scheme", required=True)
+        p.add_argument("--out", type=Path, required=True, nargs="+" if name == "student" else None)
+        p.set_defaults(func=func)
+    recipe.choices["groups"].add_argument("--whole-soup", type=Path, help="clusters: the first whole-brain soup")
+    recipe.choices["member"].add_argument("--group", required=True)
+    recipe.choices["member"].add_argument("--groups", type=Path, help="the scheme's groups file (none: whole brain)")
+    recipe.choices["soup"].add_argument("--members", type=Path, nargs="+", required=True,
+                                        help="the scheme's member files, in its groups' order")
+    recipe.choices["teacher"].add_argument("--soups", type=Path, nargs="+", required=True,
+                                           help="every scheme's soup, in the recipe's order (whole-brain first)")
+    recipe.choices["teacher"].add_argument("--teacher-fits", type=Path, nargs="+", required=True)
+    recipe.choices["teacher"].add_argument("--whole-fits", type=Path, nargs="+", required=True)
+    recipe.choices["student"].add_argument("--teacher", type=Path, required=True)
 
     p = steps.add_parser("predict", help="predict the stimuli of a features file with a stored fit (fMRI or MEG)")
     p.add_argument("--fit", type=Path, required=True,

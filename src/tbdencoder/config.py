@@ -257,6 +257,9 @@ def _check_fmri(params: dict[str, Any], backbones: dict[str, Any], source: str) 
         _check_model_features(f"fmri.models.{name}", spec, backbones, source)
     if "decoding" in fmri:
         _check_decoding_targets("fmri", fmri["decoding"], backbones, source)
+    from tbdencoder.recipes import check_recipes  # recipes reads this module's schema helpers
+
+    check_recipes(params, source)
     if fmri["evaluation"]["submission_model"] not in fmri["models"]:
         raise ParamsError(
             f"{source}: key 'fmri.evaluation.submission_model': '{fmri['evaluation']['submission_model']}' "

@@ -74,6 +74,8 @@ class Half:
     outs: list[str] = field(default_factory=list)
 
 
+AFO_RULES = ["afo_groups", "afo_member", "afo_soup", "afo_teacher", "afo_student"]  # All-for-One recipes
+
 # Per phase: rules of both halves ("common"), of fMRI ("fmri") and of MEG ("meg"); the simulate rules and
 # the dataset folders are added by `_prepare_inputs` from the params.
 PHASES: dict[str, dict[str, Half]] = {
@@ -93,9 +95,9 @@ PHASES: dict[str, dict[str, Half]] = {
     },
     "fit": {
         "common": Half(deps=["results/features"], outs=["results/fits"]),
-        "fmri": Half(["fit", "fit_joint", "decode_fmri"], ["fit", "fit_joint", "decode_fmri"],
-                     ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.fit", "fmri.decoding"], ["results/fmri"],
-                     ["results/decoding"]),
+        "fmri": Half(["fit", "fit_joint", *AFO_RULES, "decode_fmri"], ["fit", "fit_joint", *AFO_RULES, "decode_fmri"],
+                     ["fmri.subjects", "fmri.hemispheres", "fmri.models", "fmri.fit", "fmri.all_for_one",
+                      "fmri.decoding"], ["results/fmri"], ["results/all_for_one", "results/decoding"]),
         "meg": Half(["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg", "decode_meg_heldout"],
                     ["fit_meg", "fit_meg_joint", "fit_meg_heldout", "decode_meg", "decode_meg_heldout"],
                     ["meg.subjects", "meg.heldout_subjects", "meg.models", "meg.fit", "meg.decoding"], ["results/meg"],
@@ -131,6 +133,8 @@ def _phase(name: str, params: dict[str, Any]) -> Half:
     if not any(_given(params, f"{half}.decoding") for half in halves(params)):  # nothing decoded: no folder
         merged.deps, merged.outs = ([path for path in paths if path != "results/decoding"]
                                     for paths in (merged.deps, merged.outs))
+    if not _given(params, "fmri.all_for_one"):  # no recipe: no folder
+        merged.outs = [path for path in merged.outs if path != "results/all_for_one"]
     if name == "prepare":
         simulated = [half for half in halves(params) if simulation(params, half)]
         merged.rules[:0] = [f"simulate_{half}" for half in simulated]

@@ -1,5 +1,6 @@
 # Shared names and input functions.
 from tbdencoder.config import joint_models, setting, simulation
+from tbdencoder.recipes import evaluated_models, model_spec as recipe_model_spec, recipes, schemes as recipe_schemes
 from tbdencoder.data.avs import subject_label
 
 # Each half is optional: a params file without `fmri` runs the MEG
@@ -11,6 +12,8 @@ HEMISPHERES = FMRI.get("hemispheres", [])
 MODELS = FMRI.get("models", {})
 JOINT = joint_models(MODELS)  # fitted on every subject at once (one job per model and hemisphere)
 CALIBRATED = joint_models(MODELS, "calibrates")  # also calibrated on a held-out subject's images (k-shot)
+RECIPES = recipes(config)  # All-for-One recipes (workflow/rules/all_for_one.smk)
+EVALUATED = [*MODELS, *evaluated_models(config)]  # fmri.models and the recipes' models, scored side by side
 DECODERS = FMRI.get("decoding", {}).get("models", {})  # vertices -> image embedding, scored by retrieval
 BACKBONES = config["features"]["backbones"]
 SIMULATE_FMRI = simulation(config, "fmri")  # None: the user's data
@@ -29,7 +32,8 @@ wildcard_constraints:
     subject=r"subj\d\d|sub-\d\d",
     modality="fmri|meg",
     hemi="lh|rh",
-    model="|".join([*MODELS, *MEG_MODELS]),
+    model="|".join([*EVALUATED, *MEG_MODELS]),
+    recipe="|".join(RECIPES) or "^$",
     backbone="|".join(BACKBONES),
 
 
@@ -71,9 +75,13 @@ def meg_model_features(wildcards, subject=None):
 
 
 def model_fits(wildcards):
-    """{name: fits file} of the models a model reads (`from_models`), for the same subject (and hemisphere)."""
+    """{name: fits file} of the models a model reads (`from_models`), for the same subject (and hemisphere); a
+    model of every subject (fit_joint) reads every subject's: {name: [fits file per subject]}."""
     if "hemi" in wildcards.keys():
         names = MODELS[wildcards.model].get("from_models", [])
+        if "subject" not in wildcards.keys():
+            return {name: [f"results/fits/{subject}/{wildcards.hemi}/{name}.h5" for subject in SUBJECTS]
+                    for name in names}
         return {name: f"results/fits/{wildcards.subject}/{wildcards.hemi}/{name}.h5" for name in names}
     names = MEG_MODELS[wildcards.model].get("from_models", [])
     return {name: f"results/fits/meg/{wildcards.subject}/{name}.h5" for name in names}
@@ -81,7 +89,8 @@ def model_fits(wildcards):
 
 def from_fits_args(wildcards):
     """--from-fits MODEL=PATH ... for the fit's command (nothing for a model that reads no other fits)."""
-    pairs = [f"{name}={path}" for name, path in model_fits(wildcards).items()]
+    pairs = [f"{name}={path}" for name, paths in model_fits(wildcards).items()
+             for path in ([paths] if isinstance(paths, str) else paths)]
     return f"--from-fits {' '.join(pairs)}" if pairs else ""
 
 

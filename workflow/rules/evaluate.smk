@@ -4,7 +4,7 @@ if FMRI:
         """Per-vertex r and challenge score, per-ROI medians, figures and submission files for one subject."""
         input:
             responses="results/fmri/{subject}/responses.h5",
-            fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=MODELS),
+            fits=expand("results/fits/{{subject}}/{hemi}/{model}.h5", hemi=HEMISPHERES, model=EVALUATED),
         output:
             metrics="results/metrics/{subject}.json",
             table="results/tables/{subject}.tsv",

@@ -34,12 +34,14 @@ rule fit_joint:
     input:
         features=lambda wc: [path for subject in SUBJECTS for path in model_features(wc, subject)],
         responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+        from_fits=lambda wc: [path for paths in model_fits(wc).values() for path in paths],
     output:
         expand("results/fits/{subject}/{{hemi}}/{{model}}.h5", subject=SUBJECTS),
     wildcard_constraints:
         model="|".join(JOINT) or "^$",
     params:
         spec=lambda wc: model_spec(MODELS[wc.model], FMRI["fit"]),
+        from_fits=from_fits_args,
     log:
         "logs/fit/joint_{hemi}_{model}.log",
     conda:
@@ -52,7 +54,7 @@ rule fit_joint:
         device="auto",
     shell:
         "tbdencoder --threads {threads} fit-joint --features {input.features} --responses {input.responses}"
-        " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec}"
+        " --hemisphere {wildcards.hemi} --model-name {wildcards.model} --spec {params.spec} {params.from_fits}"
         " --device {resources.device} --out {output} > {log} 2>&1"
 
 

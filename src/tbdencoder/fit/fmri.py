@@ -84,12 +84,9 @@ class FmriUnit:
     out: str | Path
 
 
-def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, spec: dict[str, Any],
-                      device: str = "auto", from_fits: dict[str, str] | None = None) -> None:
-    """One model of `spec` for the subjects of `units` (the fixed split of each responses.h5; `fit.driver.
-    fit_subjects`): a family with `many_subjects` is fitted on all of them at once, any other per subject.
-    Each subject's fits file is written as `fit_fmri` writes it."""
-    start = time.perf_counter()
+def load_units(units: list[FmriUnit], hemisphere: str, spec: dict[str, Any]) -> tuple[dict, dict, dict, dict]:
+    """Per subject of `units` (the fixed split of each responses.h5): its training Rows, its rows to predict (the
+    scored, then the submission images), its targets' metadata and its Responses."""
     train, target, targets, responses = {}, {}, {}, {}
     for unit in units:
         read = Responses.read(unit.responses)
@@ -102,21 +99,38 @@ def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, s
         check_folds(spec["cv_folds"], train[subject].X.n_rows, f"fit.cv_folds ({unit.responses}, {hemisphere})")
         target[subject] = Rows(_features(unit.features, read.test_stimulus_id + read.submission_stimulus_id, spec))
         targets[subject] = fmri_targets(unit.responses, hemisphere)
+    return train, target, targets, responses
+
+
+def fit_fmri_subjects(units: list[FmriUnit], hemisphere: str, model_name: str, spec: dict[str, Any],
+                      device: str = "auto", from_fits: dict[str, Any] | None = None,
+                      extra_targets: dict[str, dict[str, Any]] | None = None) -> None:
+    """One model of `spec` for the subjects of `units` (the fixed split of each responses.h5; `fit.driver.
+    fit_subjects`): a family with `many_subjects` is fitted on all of them at once, any other per subject.
+    Each subject's fits file is written as `fit_fmri` writes it. `extra_targets` ({subject: {key: value}}) joins
+    the targets' metadata the family sees (the recipe's teacher predictions)."""
+    start = time.perf_counter()
+    train, target, targets, responses = load_units(units, hemisphere, spec)
+    for subject, extra in (extra_targets or {}).items():
+        targets[subject].update(extra)
     checkpoints = checkpoint_dir(units[0].out)
     fits = fit_subjects(spec, train, target, targets, device=device, checkpoint_dir=checkpoints, from_fits=from_fits,
                         label=f"{'+'.join(responses)} {hemisphere} {model_name}")
+    seconds = time.perf_counter() - start
     for unit, (subject, fit) in zip(units, fits.items()):
-        _write_fit(unit, responses[subject], hemisphere, model_name, spec, train[subject], fit, from_fits)
+        _write_fit(unit, responses[subject], hemisphere, model_name, spec, train[subject], fit, from_fits, seconds)
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s %s (%s): %d subject(s) in %.1f s", hemisphere, model_name, spec["family"], len(units),
              time.perf_counter() - start)
 
 
 def fit_fmri_joint(features_paths: list[str | Path], responses_paths: list[str | Path], hemisphere: str,
-                   model_name: str, spec: dict[str, Any], out_paths: list[str | Path], device: str = "auto") -> None:
+                   model_name: str, spec: dict[str, Any], out_paths: list[str | Path], device: str = "auto",
+                   from_fits: dict[str, Any] | None = None) -> None:
     """One model of several subjects (a `many_subjects` family) for a hemisphere of every subject at once: one
     responses.h5 and one fits file per subject, and per subject one features file per backbone of the model
-    (`features_paths` subject by subject, in the order of `responses_paths`)."""
+    (`features_paths` subject by subject, in the order of `responses_paths`). `from_fits`: the fits files of the
+    spec's `from_models`, each a path or one path per subject."""
     if len(out_paths) != len(responses_paths) or len(features_paths) % max(1, len(responses_paths)):
         raise ValueError(f"expected one fits file per responses file and the same number of features files for "
                          f"each subject, got {len(responses_paths)} responses, {len(out_paths)} fits files and "
@@ -124,11 +138,14 @@ def fit_fmri_joint(features_paths: list[str | Path], responses_paths: list[str |
     per = len(features_paths) // len(responses_paths)
     units = [FmriUnit([str(f) for f in features_paths[i * per:(i + 1) * per]], responses, out)
              for i, (responses, out) in enumerate(zip(responses_paths, out_paths))]
-    fit_fmri_subjects(units, hemisphere, model_name, spec, device)
+    fit_fmri_subjects(units, hemisphere, model_name, spec, device, from_fits)
 
 
 def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name: str, spec: dict[str, Any],
-               train: Rows, fit: FoldFits, from_fits: dict[str, str] | None) -> None:
+               train: Rows, fit: FoldFits, from_fits: dict[str, Any] | None, fit_seconds: float,
+               extra_attrs: dict[str, Any] | None = None) -> None:
+    """A subject's fits file (atomically): predictions, per-target state, fold artifacts and the attrs a reload
+    checks; `fit_seconds`: the fit's time (all its subjects'), `extra_attrs`: more attrs (a recipe's)."""
     (state,) = fit.states
     random_init = any(random_init_features(path) for path in _paths(unit.features))
     n_test = len(responses.test_stimulus_id)
@@ -146,6 +163,7 @@ def _write_fit(unit: FmriUnit, responses: Responses, hemisphere: str, model_name
             spec=json.dumps(spec, sort_keys=True), random_init_features=random_init,
             features=json.dumps(_paths(unit.features)), responses=str(unit.responses),
             training_sha256=training_sha256(train.X, train.Y), from_fits=json.dumps(from_fits or {}),
+            fit_seconds=float(fit_seconds), **(extra_attrs or {}),
         )
     summary = ", ".join(f"median {key} {float(np.median(values)):.3g}" for key, values in state.items())
     log.info("%s %s %s (%s): X %s -> Y %s, %s%s", responses.subject, hemisphere, model_name, spec["family"],

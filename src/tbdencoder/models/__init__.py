@@ -5,6 +5,7 @@ from tbdencoder.models.clip_alignment import ClipAlignment
 from tbdencoder.models.factortopy import FactorTopy
 from tbdencoder.models.base import FAMILIES, Encoder, build_encoder, register
 from tbdencoder.models.mlp import MLPEncoder
+from tbdencoder.models.neck_readout import NeckReadout
 from tbdencoder.models.pca_linear import PcaLinearEncoder
 from tbdencoder.models.ridge import RidgeEncoder
 from tbdencoder.models.roi_ridge import RoiRidgeEncoder

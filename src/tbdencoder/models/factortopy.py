@@ -236,6 +236,48 @@ class TopographicData:
         return self.targets.fingerprint() + str([m.sum().item() for m in maps + globals_])
 
 
+def set_channel_moments(aligner: Aligner, features: MapRows) -> None:
+    """The aligner's standardisation buffers from the training rows' channel moments."""
+    map_moments, global_moments = features.channel_moments()
+    for name, moments in (("map", map_moments), ("global", global_moments)):
+        for k, (mean, sd) in enumerate(moments):
+            getattr(aligner, f"{name}_mean_{k}").copy_(torch.as_tensor(mean, dtype=torch.float32))
+            getattr(aligner, f"{name}_scale_{k}").copy_(torch.as_tensor(np.where(sd > 0, sd, 1.0), dtype=torch.float32))
+
+
+class SubjectRows:
+    """The stacked rows of several subjects' targets, standardised per target: each feature row's subject `code`
+    (-1: a subject not fitted) and its `row` in that subject's `ys`, and each subject's (mean, sd) `moments`."""
+
+    def __init__(self, code: np.ndarray, row: np.ndarray, ys: list[np.ndarray],
+                 moments: dict[str, tuple[np.ndarray, np.ndarray]]):
+        self.code, self.row, self.ys, self.moments = code, row, ys, moments
+
+    @classmethod
+    def of(cls, subjects: np.ndarray, Y: dict[str, np.ndarray], names: list[str]) -> SubjectRows:
+        subjects = np.asarray(subjects)
+        code, row = np.full(len(subjects), -1), np.zeros(len(subjects), np.int64)
+        ys, moments = [], {}
+        for i, s in enumerate(names):
+            mine = np.flatnonzero(subjects == s)
+            if len(mine) != len(Y[s]):
+                raise ValueError(f"subject {s}: {len(mine)} rows of features but {len(Y[s])} rows of targets")
+            code[mine], row[mine] = i, np.arange(len(mine))
+            mean, sd = Y[s].mean(0), Y[s].std(0)
+            moments[s] = (mean.astype(np.float32), np.where(sd > 0, sd, 1.0).astype(np.float32))
+            ys.append(((Y[s] - mean) / moments[s][1]).astype(np.float32))
+        return cls(code, row, ys, moments)
+
+    def split(self, features: MapRows, groups: np.ndarray | None, fraction: float,
+              seed: int) -> list[TopographicData]:
+        """The trainer's (training, validation) data: the fitted rows split by `groups` (images)."""
+        used = np.flatnonzero(self.code >= 0)
+        grouping = None if groups is None else np.asarray(groups)[used].astype(str)
+        fit_rows, validation_rows = validation_split(len(used), fraction, seed, grouping)
+        return [TopographicData(features, used[part], self.code[used[part]], self.row[used[part]], self.ys)
+                for part in (fit_rows, validation_rows)]
+
+
 def layer_blocks(X: FeatureSet) -> tuple[list[str], MapRows]:
     """The layers of X (blocks `<layer>/map` and `<layer>/global`, in X's order) and their rows."""
     layers = list(dict.fromkeys(name.rsplit("/", 1)[0] for name in X.names))
@@ -312,27 +354,13 @@ class FactorTopy:
         self.layers_, features = layer_blocks(X)
         if features.nbytes <= self.in_memory_gb * 2**30:  # random batches of a row-chunked file read whole chunks
             features = features.in_memory()
-        subjects = np.asarray(subjects)
-        code = np.full(len(subjects), -1)
-        row = np.zeros(len(subjects), np.int64)
-        ys, self.y_moments_ = [], {}
-        for i, s in enumerate(self.subjects_):
-            mine = np.flatnonzero(subjects == s)
-            if len(mine) != len(Y[s]):
-                raise ValueError(f"subject {s}: {len(mine)} rows of features but {len(Y[s])} rows of targets")
-            code[mine], row[mine] = i, np.arange(len(mine))
-            mean, sd = Y[s].mean(0), Y[s].std(0)
-            self.y_moments_[s] = (mean.astype(np.float32), np.where(sd > 0, sd, 1.0).astype(np.float32))
-            ys.append(((Y[s] - mean) / self.y_moments_[s][1]).astype(np.float32))
-        used = np.flatnonzero(code >= 0)
+        rows = SubjectRows.of(subjects, Y, self.subjects_)
+        self.y_moments_ = rows.moments
         positions = [np.asarray(targets[s]["positions"], np.float32) for s in self.subjects_]
-        self.network_ = self._network(features, [y.shape[1] for y in ys])
-        self._set_moments(features)
+        self.network_ = self._network(features, [y.shape[1] for y in rows.ys])
+        set_channel_moments(self.network_.aligner, features)
         self.network_.set_positions(positions)
-        grouping = None if groups is None else np.asarray(groups)[used].astype(str)
-        fit_rows, validation_rows = validation_split(len(used), self.validation_fraction, self.seed, grouping)
-        data = [TopographicData(features, used[part], code[used[part]], row[used[part]], ys)
-                for part in (fit_rows, validation_rows)]
+        data = rows.split(features, groups, self.validation_fraction, self.seed)
         result = trainer.train_on(self.network_, *data, self.settings, forward=_forward,
                                   loss=[("smooth_l1", 1.0, {"beta": self.smooth_l1_beta})], device=self.device,
                                   checkpoint=self.checkpoint, penalty=self._penalty,
@@ -349,14 +377,6 @@ class FactorTopy:
         return FactorTopyNetwork([shape[2] for shape in features.map_shapes],
                                  [block.shape[1] for block in features.globals], n_vertices, self.width,
                                  self.hidden_units, self.n_frequencies, self.selectors == "per_subject")
-
-    def _set_moments(self, features: MapRows) -> None:
-        map_moments, global_moments = features.channel_moments()
-        aligner = self.network_.aligner
-        for name, moments in (("map", map_moments), ("global", global_moments)):
-            for k, (mean, sd) in enumerate(moments):
-                getattr(aligner, f"{name}_mean_{k}").copy_(torch.as_tensor(mean, dtype=torch.float32))
-                getattr(aligner, f"{name}_scale_{k}").copy_(torch.as_tensor(np.where(sd > 0, sd, 1.0), dtype=torch.float32))
 
     def _selection(self, i: int) -> dict[str, np.ndarray]:
         """Subject i's per-vertex state: space in image fractions, layer weights, scale, readout, target moments."""

@@ -1,7 +1,8 @@
 """Training losses chosen by name, for the shared trainer (`models.trainer`).
 
 Every loss is a torch module called as `loss(prediction, target)` -> scalar (mean over the batch); its
-parameters (the CLIP temperature) join the optimiser. `build_loss` takes a name (`"mse"`), weights by
+parameters (the CLIP temperature) join the optimiser; a loss with a schedule over epochs (distillation) has
+`start_epoch(epoch)`, which the trainer calls before each epoch. `build_loss` takes a name (`"mse"`), weights by
 name (`{"mse": 1.0, "clip": 0.5}`), a list of `(name, weight)` or `(name, weight, kwargs)` entries
 (`[("smooth_l1", 1.0, {"beta": 0.5}), ("clip", 0.1)]`), or a loss module, returned as is.
 """
@@ -75,7 +76,32 @@ class WeightedSum(nn.Module):
         return f"weights={self.weights}"
 
 
-LOSSES = {"mse": MSE, "smooth_l1": SmoothL1, "clip": ClipLoss}
+class Distillation(nn.Module):
+    """Knowledge distillation (All-for-One's student): the target stacks (data, teacher) on its first axis;
+    training gives (1 - w) L(prediction, data) + w L(prediction, teacher), smooth L1 both, with the teacher's weight
+    w falling linearly from 1 at the first epoch to 0 at `teacher_epochs` (the trainer calls `start_epoch`);
+    evaluation (validation, early stopping) compares with the data alone."""
+
+    def __init__(self, teacher_epochs: int, beta: float = 1.0):
+        super().__init__()
+        self.teacher_epochs, self.beta = teacher_epochs, beta
+        self.teacher_weight = 1.0 if teacher_epochs > 0 else 0.0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.teacher_weight = max(0.0, 1.0 - epoch / self.teacher_epochs) if self.teacher_epochs > 0 else 0.0
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        data = F.smooth_l1_loss(prediction, target[0], beta=self.beta)
+        if not self.training or self.teacher_weight == 0.0:
+            return data
+        teacher = F.smooth_l1_loss(prediction, target[1], beta=self.beta)
+        return (1.0 - self.teacher_weight) * data + self.teacher_weight * teacher
+
+    def extra_repr(self) -> str:
+        return f"teacher_epochs={self.teacher_epochs}, beta={self.beta}"
+
+
+LOSSES = {"mse": MSE, "smooth_l1": SmoothL1, "clip": ClipLoss, "distillation": Distillation}
 
 
 def _named(name: str, kwargs: dict | None = None) -> nn.Module:

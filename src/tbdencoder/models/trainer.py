@@ -4,8 +4,10 @@
   HDF5 file); `forward(module, batch)` gives the (prediction, target) pair the loss compares, so a batch
   holds whatever a family needs (features, subject indices, padded per-subject targets and their mask:
   the forward then returns `prediction[mask], target[mask]`). `train` is the shorthand for arrays X -> Y.
-- Loss by name (`models.losses`: mse, smooth_l1, clip, weighted sums); its parameters (the CLIP
-  temperature) join the optimiser, without weight decay, and end with their last epoch's values.
+- Loss by name (`models.losses`: mse, smooth_l1, clip, distillation, weighted sums); its parameters (the CLIP
+  temperature) join the optimiser, without weight decay, and end with their last epoch's values; it is in
+  training mode for the training rows and in evaluation mode for the validation rows, and one with a schedule
+  over epochs (`start_epoch`) is told each epoch before it starts.
 - Seeded: the initial weights, the batch order and dropout come from `seed`; same inputs, same outputs.
 - Early stopping on a validation split the family makes (grouped like the CV: by image for fMRI, by
   scene for MEG): training stops after `patience` epochs without a lower validation loss, and the module
@@ -231,10 +233,14 @@ def train_on(module: torch.nn.Module, train_data: TrainData, validation_data: Tr
                disable=progress["done"], leave=False, mininterval=10.0)
     while not progress["done"]:
         module.train()
+        criterion.train()
+        if hasattr(criterion, "start_epoch"):  # a loss with a schedule over epochs (distillation)
+            criterion.start_epoch(progress["epoch"])
         step["in_epoch"] = 0
         permutation = torch.randperm(len(train_data), generator=order).numpy()
         progress["train_loss"].append(_mean_loss(train_data, permutation, settings.batch_size, training_step))
         module.eval()
+        criterion.eval()
         with torch.no_grad():
             validation = _mean_loss(validation_data, validation_rows,
                                     settings.validation_batch_size or len(validation_data), loss_of)

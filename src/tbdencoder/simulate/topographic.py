@@ -13,6 +13,12 @@ at a known image position (what FactorTopy's selectors assume, and what they sho
 - A vertex's response: the bilinear sample of its layer's map at its centre (`grid_sample`, as FactorTopy reads
   maps), read out by weights from a rank-`rank` subspace of that layer's channels (shared tuning, so a shared
   channel alignment can express it), z-scored, times `snr`, plus unit Gaussian noise.
+- Streams (the fMRI simulator's `streams` ROI labels: early, and ventral, lateral, parietal at mid and high
+  radius): with `streams_differ`, each stream has its own channel subspace in every layer, so that what drives a
+  region differs by stream (All-for-One's premise: a small model per region can specialise its channel alignment,
+  one whole-brain alignment of the same width cannot serve all); without, every stream shares its layer's.
+- `truth_seed` (default: `seed`) draws the network and the tuning subspaces, so that several subjects (each its
+  own `seed`: images, cortex, noise) share one truth.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from tbdencoder.data.cortex import vertex_positions
-from tbdencoder.simulate.fmri import select_patch, vertex_ground_truth
+from tbdencoder.simulate.fmri import roi_labels, select_patch, vertex_ground_truth
 from tbdencoder.simulate.scenes import scene_for_id
 
 
@@ -66,28 +72,38 @@ class TopographicProblem:
     rf_y: np.ndarray  # (V,) y down
     layer: np.ndarray  # (V,) 0-based driving layer
     radius: np.ndarray  # (V,) distance from the pole, 0..1
+    streams: np.ndarray  # (V,) the fMRI simulator's `streams` ROI label (simulate.fmri.ROI_MAPPINGS)
+    image_ids: list[str]  # (n,) one id per image
+
+
+STREAM_OF_LABEL = np.array([4, 0, 1, 2, 3, 1, 2, 3])  # streams label -> other, early, ventral, lateral, parietal
 
 
 def simulate_topographic(n_images: int, n_vertices: int, *, hemisphere: str = "lh", n_layers: int = 4,
                          channels: int = 16, map_size: int = 8, image_size_px: int = 64, rank: int = 4,
-                         snr: float = 2.0, seed: int = 0) -> TopographicProblem:
+                         snr: float = 2.0, seed: int = 0, streams_differ: bool = False,
+                         truth_seed: int | None = None) -> TopographicProblem:
     """A hemisphere's topographic problem (module docstring); same arguments, same arrays."""
     rng = np.random.default_rng([seed, 7])
+    tuning = rng if truth_seed is None else np.random.default_rng([truth_seed, 11])
     images = np.stack([scene_for_id(seed, k, image_size_px) for k in range(n_images)])
-    maps = fixed_network_maps(images, n_layers, channels, map_size, seed)
+    maps = fixed_network_maps(images, n_layers, channels, map_size, seed if truth_seed is None else truth_seed)
     patch = select_patch(hemisphere, n_vertices, rng)
     truth = vertex_ground_truth(patch, hemisphere, rng)
+    streams = roi_labels(patch)["streams"].astype(np.int64)
+    stream = STREAM_OF_LABEL[streams] if streams_differ else np.zeros(n_vertices, np.int64)
     rf_x, rf_y = truth["rf_x"].to_numpy(), truth["rf_y"].to_numpy()
     layer = np.minimum((patch.radius * n_layers).astype(int), n_layers - 1)
     signal = np.zeros((n_images, n_vertices))
     for k in range(n_layers):
-        mine = np.flatnonzero(layer == k)
-        subspace, _ = np.linalg.qr(rng.standard_normal((channels, rank)))
-        weights = subspace @ rng.standard_normal((rank, len(mine)))
-        signal[:, mine] = np.einsum("nvc,cv->nv", sample_maps(maps[k], rf_x[mine], rf_y[mine]), weights)
+        for group in range(STREAM_OF_LABEL.max() + 1 if streams_differ else 1):
+            subspace, _ = np.linalg.qr(tuning.standard_normal((channels, rank)))
+            mine = np.flatnonzero((layer == k) & (stream == group))
+            weights = subspace @ rng.standard_normal((rank, len(mine)))
+            signal[:, mine] = np.einsum("nvc,cv->nv", sample_maps(maps[k], rf_x[mine], rf_y[mine]), weights)
     sd = signal.std(0)
     signal = snr * (signal - signal.mean(0)) / np.where(sd > 0, sd, 1.0)
     Y = signal + rng.standard_normal(signal.shape)
     return TopographicProblem(maps, Y.astype(np.float32), signal.astype(np.float32),
                               vertex_positions(patch.fsaverage_index, hemisphere), patch.fsaverage_index,
-                              rf_x, rf_y, layer, patch.radius)
+                              rf_x, rf_y, layer, patch.radius, streams, [f"img{seed}_{k:05d}" for k in range(n_images)])

@@ -1,0 +1,164 @@
+# Seed 001's All-for-One recipes (fmri.all_for_one), per recipe and hemisphere: the neck (a factortopy model of
+# fmri.models, fitted by fit_joint) -> whole-brain models -> groups (ROI labels, random partitions, clusters of
+# the first whole-brain model's readouts) -> one small model per group (every training subject) -> the soup of
+# each one's best epochs, stitched per scheme -> the teacher (the schemes averaged) -> the distilled student.
+# Evaluated as models <recipe>_whole, <recipe>_teacher and <recipe>_student (src/tbdencoder/recipes.py).
+AFO = "results/all_for_one/{recipe}/{hemi}"
+
+
+def recipe_features(wildcards):
+    """Per subject one features file per backbone of the recipe's neck."""
+    backbone = MODELS[RECIPES[wildcards.recipe]["neck"]]["backbone"]
+    names = [backbone] if isinstance(backbone, str) else backbone
+    return [f"results/features/{name}/fmri_{subject}.h5" for subject in SUBJECTS for name in names]
+
+
+def recipe_neck_fits(wildcards):
+    return expand("results/fits/{subject}/{hemi}/{neck}.h5", subject=SUBJECTS, hemi=wildcards.hemi,
+                  neck=RECIPES[wildcards.recipe]["neck"])
+
+
+def recipe_settings(wildcards):
+    return settings(f"fmri.all_for_one.{wildcards.recipe}")
+
+
+def recipe_spec(wildcards, role):
+    import json
+    import shlex
+
+    return shlex.quote(json.dumps(recipe_model_spec(config, wildcards.recipe, role, wildcards.get("scheme")),
+                                  sort_keys=True))
+
+
+AFO_INPUTS = dict(
+    features=recipe_features,
+    responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+    neck=recipe_neck_fits,
+)
+AFO_ARGS = ("--recipe-name {wildcards.recipe} --settings {params.settings} --hemisphere {wildcards.hemi}"
+            " --responses {input.responses}")
+AFO_MODEL_ARGS = " --features {input.features} --neck-fits {input.neck} --spec {params.spec}"
+
+
+rule afo_groups:
+    """A scheme's vertex groups per subject (ROI labels, a random partition, or clusters of readouts)."""
+    input:
+        responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
+        whole_soup=lambda wc: [f"{AFO}/soups/whole-s{RECIPES[wc.recipe]['whole_brain_seeds'][0]}.h5".format(**wc)]
+        if wc.scheme == "clusters" else [],
+    output:
+        AFO + "/groups/{scheme}.h5",
+    wildcard_constraints:
+        scheme=r"rois|clusters|random-s\d+",
+    params:
+        settings=recipe_settings,
+        whole_soup=lambda wc, input: f"--whole-soup {input.whole_soup}" if input.whole_soup else "",
+    log:
+        "logs/all_for_one/{recipe}_{hemi}_groups_{scheme}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/all_for_one/{recipe}_{hemi}_groups_{scheme}.tsv"
+    shell:
+        "tbdencoder all-for-one groups " + AFO_ARGS + " --scheme {wildcards.scheme} {params.whole_soup}"
+        " --out {output} > {log} 2>&1"
+
+
+rule afo_member:
+    """One small model of a recipe (every training subject, one group of their vertices); its best epochs kept."""
+    input:
+        **AFO_INPUTS,
+        groups=lambda wc: [] if wc.scheme.startswith("whole-s") else [f"{AFO}/groups/{{scheme}}.h5".format(**wc)],
+    output:
+        AFO + "/members/{scheme}/{group}.h5",
+    params:
+        settings=recipe_settings,
+        spec=lambda wc: recipe_spec(wc, "member"),
+        groups=lambda wc, input: f"--groups {input.groups}" if input.groups else "",
+    log:
+        "logs/all_for_one/{recipe}_{hemi}_{scheme}_{group}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/all_for_one/{recipe}_{hemi}_{scheme}_{group}.tsv"
+    threads: 1
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} all-for-one member " + AFO_ARGS + AFO_MODEL_ARGS +
+        " --scheme {wildcards.scheme} --group {wildcards.group} {params.groups} --device {resources.device}"
+        " --out {output} > {log} 2>&1"
+
+
+rule afo_soup:
+    """Each small model of a scheme souped (its best epochs averaged), predictions stitched over its groups."""
+    input:
+        **AFO_INPUTS,
+        members=lambda wc: expand(f"{AFO}/members/{{scheme}}/{{group}}.h5".format(**wc),
+                                  group=recipe_schemes(RECIPES[wc.recipe])[wc.scheme]),
+    output:
+        AFO + "/soups/{scheme}.h5",
+    params:
+        settings=recipe_settings,
+        spec=lambda wc: recipe_spec(wc, "member"),
+    log:
+        "logs/all_for_one/{recipe}_{hemi}_soup_{scheme}.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/all_for_one/{recipe}_{hemi}_soup_{scheme}.tsv"
+    threads: 1
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} all-for-one soup " + AFO_ARGS + AFO_MODEL_ARGS +
+        " --scheme {wildcards.scheme} --members {input.members} --device {resources.device} --out {output} > {log} 2>&1"
+
+
+rule afo_teacher:
+    """The schemes' stitched predictions averaged into the teacher; fits files of it and of the whole-brain model."""
+    input:
+        **AFO_INPUTS,
+        soups=lambda wc: expand(f"{AFO}/soups/{{scheme}}.h5".format(**wc), scheme=recipe_schemes(RECIPES[wc.recipe])),
+    output:
+        teacher=AFO + "/teacher.h5",
+        teacher_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_teacher.h5", subject=SUBJECTS),
+        whole_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_whole.h5", subject=SUBJECTS),
+    params:
+        settings=recipe_settings,
+        spec=lambda wc: recipe_spec(wc, "member"),
+    log:
+        "logs/all_for_one/{recipe}_{hemi}_teacher.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/all_for_one/{recipe}_{hemi}_teacher.tsv"
+    shell:
+        "tbdencoder all-for-one teacher " + AFO_ARGS + AFO_MODEL_ARGS +
+        " --soups {input.soups} --out {output.teacher} --teacher-fits {output.teacher_fits}"
+        " --whole-fits {output.whole_fits} > {log} 2>&1"
+
+
+rule afo_student:
+    """One all-vertex model of every subject distilled from the teacher (the recipe's end)."""
+    input:
+        **AFO_INPUTS,
+        teacher=AFO + "/teacher.h5",
+    output:
+        expand("results/fits/{subject}/{{hemi}}/{{recipe}}_student.h5", subject=SUBJECTS),
+    params:
+        settings=recipe_settings,
+        spec=lambda wc: recipe_spec(wc, "student"),
+    log:
+        "logs/all_for_one/{recipe}_{hemi}_student.log",
+    conda:
+        "../envs/tbdencoder.yaml"
+    benchmark:
+        "logs/benchmarks/all_for_one/{recipe}_{hemi}_student.tsv"
+    priority: 10
+    threads: 2
+    resources:
+        device="auto",
+    shell:
+        "tbdencoder --threads {threads} all-for-one student " + AFO_ARGS + AFO_MODEL_ARGS +
+        " --teacher {input.teacher} --device {resources.device} --out {output} > {log} 2>&1"
