@@ -64,9 +64,12 @@ def evaluated_models(params: dict[str, Any]) -> list[str]:
 
 
 def model_spec(params: dict[str, Any], name: str, role: str, scheme: str | None = None) -> dict[str, Any]:
-    """The neck_readout spec of a recipe's `role` ('member': a small or whole-brain model, with top-k epochs kept;
-    'student': distilled), with the fMRI fit settings; the neck's backbone, layers and tokens."""
+    """The neck_readout spec of a recipe's `role` ('member': a small or whole-brain model of `scheme`, with top-k
+    epochs kept; 'whole': the first whole-brain model's; 'student': distilled), with the fMRI fit settings; the
+    neck's backbone, layers and tokens."""
     recipe = recipes(params)[name]
+    if role == "whole":
+        role, scheme = "member", next(iter(schemes(recipe)))
     neck = params["fmri"]["models"][recipe["neck"]]
     spec = {"family": "neck_readout", "neck": recipe["neck"], "from_models": [recipe["neck"]],
             **{key: neck[key] for key in ("backbone", "layers", "tokens")}, **recipe["model"],

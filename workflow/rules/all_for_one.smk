@@ -6,6 +6,11 @@
 AFO = "results/all_for_one/{recipe}/{hemi}"
 
 
+def afo_path(wildcards, name):
+    """A file of the recipe's folder for this hemisphere."""
+    return f"results/all_for_one/{wildcards.recipe}/{wildcards.hemi}/{name}"
+
+
 def recipe_features(wildcards):
     """Per subject one features file per backbone of the recipe's neck."""
     backbone = MODELS[RECIPES[wildcards.recipe]["neck"]]["backbone"]
@@ -44,7 +49,7 @@ rule afo_groups:
     """A scheme's vertex groups per subject (ROI labels, a random partition, or clusters of readouts)."""
     input:
         responses=expand("results/fmri/{subject}/responses.h5", subject=SUBJECTS),
-        whole_soup=lambda wc: [f"{AFO}/soups/whole-s{RECIPES[wc.recipe]['whole_brain_seeds'][0]}.h5".format(**wc)]
+        whole_soup=lambda wc: [afo_path(wc, f"soups/whole-s{RECIPES[wc.recipe]['whole_brain_seeds'][0]}.h5")]
         if wc.scheme == "clusters" else [],
     output:
         AFO + "/groups/{scheme}.h5",
@@ -68,7 +73,7 @@ rule afo_member:
     """One small model of a recipe (every training subject, one group of their vertices); its best epochs kept."""
     input:
         **AFO_INPUTS,
-        groups=lambda wc: [] if wc.scheme.startswith("whole-s") else [f"{AFO}/groups/{{scheme}}.h5".format(**wc)],
+        groups=lambda wc: [] if wc.scheme.startswith("whole-s") else [afo_path(wc, f"groups/{wc.scheme}.h5")],
     output:
         AFO + "/members/{scheme}/{group}.h5",
     params:
@@ -94,8 +99,8 @@ rule afo_soup:
     """Each small model of a scheme souped (its best epochs averaged), predictions stitched over its groups."""
     input:
         **AFO_INPUTS,
-        members=lambda wc: expand(f"{AFO}/members/{{scheme}}/{{group}}.h5".format(**wc),
-                                  group=recipe_schemes(RECIPES[wc.recipe])[wc.scheme]),
+        members=lambda wc: [afo_path(wc, f"members/{wc.scheme}/{group}.h5")
+                            for group in recipe_schemes(RECIPES[wc.recipe])[wc.scheme]],
     output:
         AFO + "/soups/{scheme}.h5",
     params:
@@ -119,14 +124,14 @@ rule afo_teacher:
     """The schemes' stitched predictions averaged into the teacher; fits files of it and of the whole-brain model."""
     input:
         **AFO_INPUTS,
-        soups=lambda wc: expand(f"{AFO}/soups/{{scheme}}.h5".format(**wc), scheme=recipe_schemes(RECIPES[wc.recipe])),
+        soups=lambda wc: [afo_path(wc, f"soups/{scheme}.h5") for scheme in recipe_schemes(RECIPES[wc.recipe])],
     output:
         teacher=AFO + "/teacher.h5",
         teacher_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_teacher.h5", subject=SUBJECTS),
         whole_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_whole.h5", subject=SUBJECTS),
     params:
         settings=recipe_settings,
-        spec=lambda wc: recipe_spec(wc, "member"),
+        spec=lambda wc: recipe_spec(wc, "whole"),
     log:
         "logs/all_for_one/{recipe}_{hemi}_teacher.log",
     conda:

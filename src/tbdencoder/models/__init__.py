@@ -13,5 +13,5 @@ from tbdencoder.models.subject_adapters import SubjectAdapters
 
 FeatureEncoder = RidgeEncoder  # the seed documents' name for the ridge estimator
 
-__all__ = ["FAMILIES", "BandedRidgeEncoder", "ClipAlignment", "Encoder", "FactorTopy", "FeatureEncoder", "MLPEncoder", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
+__all__ = ["FAMILIES", "BandedRidgeEncoder", "ClipAlignment", "Encoder", "FactorTopy", "FeatureEncoder", "MLPEncoder", "NeckReadout", "PcaLinearEncoder", "RidgeEncoder", "RoiRidgeEncoder", "SubjectAdapters",
            "build_encoder", "register"]
