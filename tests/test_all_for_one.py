@@ -128,6 +128,77 @@ def test_distillation_weighs_teacher_and_data_by_the_epoch_and_validates_on_the_
     assert loss(prediction, target).item() == pytest.approx(data)
 
 
+def test_the_student_follows_the_teacher_while_its_weight_is_high(tmp_path):
+    """Distilled from a teacher that contradicts the data (its negation), a student whose teacher weight stays near
+    1 predicts the training images like the teacher; without a teacher, like the data."""
+    from tbdencoder.features.featureset import FeatureSet
+    from tbdencoder.models.neck_readout import NeckReadout
+
+    problem = simulate_topographic(120, 150, n_layers=N_LAYERS, rank=2, snr=3.0, seed=1)
+    _, _, neck = write_subject(tmp_path, "subj01", problem, 20)
+    names, data, shapes = [], [], []
+    for k, maps in enumerate(problem.maps):
+        names += [f"block{k + 1:02d}/map", f"block{k + 1:02d}/global"]
+        data += [maps.reshape(len(maps), -1), maps.mean((1, 2))]
+        shapes += [maps.shape[1:], None]
+    X, Y = FeatureSet(names, data, shapes), problem.Y
+    subjects, teacher = np.full(len(Y), "subj01"), -Y
+
+    def fitted(teacher_epochs):
+        model = NeckReadout(neck="n", width=2, batch_size=16, learning_rate=2e-2, max_epochs=8, patience=8,
+                            teacher_epochs=teacher_epochs, device="cpu", from_fits={"n": [str(neck)]})
+        model.fit(X, {"subj01": Y}, subjects=subjects,
+                  targets={"subj01": {"hemisphere": "lh", "teacher": teacher}})
+        return model.predict(X, subjects=subjects)["subj01"]
+
+    follows = np.mean(pearson_r(fitted(1000), teacher))
+    alone = np.mean(pearson_r(fitted(0), teacher))
+    assert follows > 0.1 and alone < -0.5, (follows, alone)  # early stopping on the data keeps an early epoch
+
+
+def test_a_killed_small_model_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Same inputs, same member file; killed in its third epoch, the rerun trains only the epochs left."""
+    import itertools
+
+    from tbdencoder.models import trainer
+
+    files = [write_subject(tmp_path, s, simulate_topographic(60, 120, n_layers=N_LAYERS, rank=2, seed=k + 1,
+                                                           truth_seed=0), 15) for k, s in enumerate(SUBJECTS)]
+    responses, features, necks = ([str(f[i]) for f in files] for i in range(3))
+    recipe = {**RECIPE, "model": {**RECIPE["model"], "max_epochs": 6, "patience": 6}}
+    spec = model_spec(params(recipe), "afo", "member", "whole-s0")
+
+    def member(out):
+        train_member("afo", "whole-s0", "all", spec, features, responses, "lh", necks, out, device="cpu")
+        with h5py.File(out) as h5:
+            return {name: h5[f"top_k/0/{name}"][()] for name in h5["top_k/0"] if isinstance(h5[f"top_k/0/{name}"],
+                                                                                               h5py.Dataset)}
+
+    reference = member(tmp_path / "reference.h5")
+    np.testing.assert_equal(member(tmp_path / "again.h5"), reference)  # reproducible
+    clock = itertools.count(step=1000.0)  # every epoch is past the checkpoint interval
+    monkeypatch.setattr(trainer.time, "monotonic", lambda: next(clock))
+    real, epochs = trainer._mean_loss, []
+
+    def killed_in_third_epoch(data, rows, batch_size, loss_of):
+        if loss_of.__name__ == "training_step":
+            epochs.append(1)
+            if len(epochs) == 3:
+                raise KeyboardInterrupt("killed")
+        return real(data, rows, batch_size, loss_of)
+
+    monkeypatch.setattr(trainer, "_mean_loss", killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        member(tmp_path / "member.h5")
+    assert not (tmp_path / "member.h5").exists() and list((tmp_path / "member.h5.checkpoints").glob("*.pt"))
+    epochs.clear()
+    monkeypatch.setattr(trainer, "_mean_loss", lambda data, rows, batch_size, loss_of: (
+        epochs.append(loss_of.__name__ == "training_step"), real(data, rows, batch_size, loss_of))[1])
+    np.testing.assert_equal(member(tmp_path / "member.h5"), reference)
+    assert sum(epochs) == 6 - 2  # the two finished epochs are not trained again
+    assert not (tmp_path / "member.h5.checkpoints").exists()
+
+
 def test_a_soup_is_the_mean_of_its_members_weights():
     members = [{"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(0.0)},
                {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor(3.0)}]
@@ -173,3 +244,53 @@ def test_roi_and_random_groups_partition_every_subjects_vertices(tmp_path):
     with pytest.raises(ValueError, match=r"no labels \['V1v'\] \(fmri.all_for_one rois.groups.x\)"):
         write_groups("afo", bad, "rois", responses, "lh", tmp_path / "bad.h5")
     assert not (tmp_path / "bad.h5").exists()
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """The tiny recipe config (tests/configs/all_for_one.yaml) through the real workflow, locally."""
+    from test_workflow import REPO, new_workdir, snakemake
+
+    workdir = new_workdir(tmp_path_factory.mktemp("recipe"), REPO / "tests/configs/all_for_one.yaml")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def _planned(workdir, *args) -> dict[str, int]:
+    from test_e2e_budget import planned_jobs  # noqa: F401  (the dry run's job table)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", *args], cwd=workdir,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Job stats:" not in text:
+        return {}
+    import re
+
+    stats = text.split("Job stats:")[1]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M) if rule != "total"}
+
+
+def test_the_recipe_runs_as_stages_and_adding_a_partition_seed_reruns_only_what_follows(recipe_run):
+    """The stages are jobs of their own: one small model per group; the evaluation scores the recipe's models
+    beside the neck; a rerun does nothing; a new random partition seed adds its groups, members and soup and
+    reruns the teacher, the student and what scores them, nothing before."""
+    import yaml
+
+    workdir = recipe_run
+    metrics = json.loads((workdir / "results/metrics.json").read_text())
+    for name in ("topy", "afo_whole", "afo_teacher", "afo_student"):
+        assert np.isfinite(metrics["summary"][name]["challenge_score"]), name
+    members = sorted(p.relative_to(workdir / "results/all_for_one/afo/lh/members").as_posix()
+                     for p in (workdir / "results/all_for_one/afo/lh/members").rglob("*.h5"))
+    assert members == ["rois/early.h5", "rois/outside.h5", "whole-s0/all.h5"]
+    assert _planned(workdir) == {}
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["fmri"]["all_for_one"]["afo"]["random"] = {"n_parts": 2, "seeds": [5]}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    planned = _planned(workdir)
+    assert planned == {"afo_groups": 1, "afo_member": 2, "afo_soup": 1, "afo_teacher": 1, "afo_student": 1,
+                       "evaluate": 2, "merge_metrics": 1, "all": 1}, planned

@@ -21,6 +21,7 @@ from test_workflow import REPO, new_workdir
 BUDGETS = {
     "science.yaml": (64, {"ridge_cls", "ridge_grid", "banded_grid", "mlp_cls"}, {"foveal", "dual", "dual_banded", "dual_adapters"}),
     "small.yaml": (22, {"ridge_grid"}, {"foveal"}),
+    "all_for_one.yaml": (20, {"topy"}, set()),
 }
 
 
@@ -41,12 +42,14 @@ def test_every_e2e_config_is_budgeted():
 def test_e2e_config_selects_its_models_within_its_job_budget(config, tmp_path):
     budget, fmri_models, meg_models = BUDGETS[config]
     params = yaml.safe_load((REPO / "tests/configs" / config).read_text())
+    params.setdefault("meg", {"models": {}, "subjects": [], "heldout_subjects": []})  # an fMRI-only config
     assert set(params["fmri"]["models"]) == fmri_models and set(params["meg"]["models"]) == meg_models
     jobs = planned_jobs(new_workdir(tmp_path, REPO / "tests/configs" / config))
     total = jobs.pop("total")
     assert total <= budget, (config, total, jobs)
     n_fmri_units = len(params["fmri"]["subjects"]) * len(params["fmri"]["hemispheres"])
-    assert jobs["fit"] == n_fmri_units * len(fmri_models)
+    single = [name for name in fmri_models if name not in joint_models(params["fmri"]["models"])]
+    assert jobs.get("fit", 0) == n_fmri_units * len(single)
     joint = joint_models(params["meg"]["models"])  # one job per model, all training subjects at once
     n_training, n_heldout = len(params["meg"]["subjects"]), len(params["meg"]["heldout_subjects"])
     assert jobs.get("fit_meg", 0) == n_training * (len(meg_models) - len(joint))

@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from tbdencoder.recipes import OUTPUTS, recipes
 from test_workflow import REPO, new_workdir
 
 pytestmark = pytest.mark.nightly
@@ -52,13 +54,17 @@ def _matches(printed: str, value: float) -> bool:
 
 
 def test_the_readme_table_names_every_demo_model():
+    """fMRI rows: fmri.models and each All-for-One recipe's models (whole and student: neck_readout; the teacher:
+    all_for_one, an ensemble of neck_readout soups)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     rows = readme_rows()
-    assert {name for half, name, *_ in rows if half == "fMRI"} == set(params["fmri"]["models"])
+    recipe_families = {f"{recipe}_{output}": "all_for_one" if output == "teacher" else "neck_readout"
+                       for recipe in recipes(params) for output in OUTPUTS}
+    assert {name for half, name, *_ in rows if half == "fMRI"} == set(params["fmri"]["models"]) | set(recipe_families)
     assert {name for half, name, *_ in rows if half == "MEG"} == set(params["meg"]["models"])
     for half, name, family, *_ in rows:
         models = params["fmri" if half == "fMRI" else "meg"]["models"]
-        assert models[name]["family"] == family, name
+        assert (models[name]["family"] if name in models else recipe_families[name]) == family, name
 
 
 def test_the_demo_gives_the_readme_numbers(demo):
@@ -133,3 +139,24 @@ def test_factortopy_finds_the_simulated_receptive_fields_and_families_on_the_dem
             right = (x[retinotopic] > 0.5).mean()
             assert (right if hemi == "lh" else 1 - right) > 0.8, (subject, hemi, right)
             assert np.median(scale[retinotopic]) < 0.25 < 0.75 < np.median(scale[truth["family"] == "global"])
+
+
+def test_the_all_for_one_recipe_on_the_demo_reports_every_stage_and_its_cost(demo, demo_dir):
+    """The recipe's three models are scored beside the others, and their fits files say what they cost: the
+    teacher's time and parameters are its members' sums, more than the whole-brain model's alone."""
+    import h5py
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for recipe in recipes(params):
+        for output in OUTPUTS:
+            assert np.isfinite(demo["summary"][f"{recipe}_{output}"]["challenge_score"])
+        for subject in params["fmri"]["subjects"]:
+            for hemi in params["fmri"]["hemispheres"]:
+                fits = {output: h5py.File(demo_dir / f"results/fits/{subject}/{hemi}/{recipe}_{output}.h5")
+                        for output in OUTPUTS}
+                try:
+                    assert fits["teacher"].attrs["n_parameters"] > fits["whole"].attrs["n_parameters"] > 0
+                    assert fits["teacher"].attrs["fit_seconds"] > fits["whole"].attrs["fit_seconds"] > 0
+                finally:
+                    for h5 in fits.values():
+                        h5.close()

@@ -86,7 +86,9 @@ def cluster_profile(profile_dir: Path, env: dict) -> Path:
     profile = yaml.safe_load(PROFILE.read_text())
     node_mem_mb = node_memory_mb(env)
     profile["default-resources"].update(slurm_account=ACCOUNT, slurm_partition=PARTITION)
-    profile["set-resources"]["features"]["gpu"] = 0
+    for resources in profile["set-resources"].values():  # every rule that asks for a GPU (features, recipes)
+        if "gpu" in resources:
+            resources["gpu"] = 0
     for resources in (profile["default-resources"], *profile["set-resources"].values()):
         if "mem_mb" in resources:
             resources["mem_mb"] = min(resources["mem_mb"], node_mem_mb)
@@ -185,3 +187,26 @@ def test_results_equal_a_local_run(slurm_run, local_run):
     for path in meg_fits:
         with h5py.File(local / path) as a, h5py.File(slurm / path) as b:
             np.testing.assert_array_equal(b["prediction"][:], a["prediction"][:], err_msg=str(path))
+
+
+@pytest.mark.nightly
+@pytest.mark.cluster
+def test_an_all_for_one_recipe_runs_every_small_model_as_its_own_sbatch_job(slurm_cluster, tmp_path_factory):
+    """tests/configs/all_for_one.yaml through the cluster: each small model, soup, the teacher and the student are
+    SLURM jobs with the profile's resources for their rule, and all complete."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("recipe_slurm"), REPO / "tests/configs/all_for_one.yaml")
+    profile = cluster_profile(workdir / "test-profile", slurm_cluster)
+    result = snakemake(workdir, "--workflow-profile", str(profile), env=slurm_cluster)
+    assert result.returncode == 0, result.stderr[-5000:]
+    jobs = jobs_per_rule(result.stderr)
+    assert jobs["afo_member"] == 3 and jobs["afo_soup"] == 2 and jobs["afo_teacher"] == 1 and jobs["afo_student"] == 1
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", result.stderr)
+    assert len(submitted) == sum(jobs.values())
+    run_id = re.search(r"SLURM run ID: (\S+)", result.stderr)[1]
+    rows = sacct(slurm_cluster, "-X", "--parsable2", "--noheader", "--format=JobIdRaw,State,Comment",
+                 "--name", run_id).split()
+    states = {comment: state for _, state, comment in (row.split("|") for row in rows)}
+    assert set(states.values()) == {"COMPLETED"}
+    assert len([comment for comment in states if comment.startswith("rule_afo_member")]) == 3
+    metrics = json.loads((workdir / "results/metrics.json").read_text())
+    assert np.isfinite(metrics["summary"]["afo_student"]["challenge_score"])

@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = recipe.add_parser(name, help=help_text)
         p.add_argument("--recipe-name", required=True)
         p.add_argument("--settings", required=True, metavar="JSON",
-                       help="the recipe's params.yaml section as one JSON object keyed by its dotted path, e.g. "
+                       help="the part of the recipe's params.yaml section the stage reads (recipes.job_settings), as "
+                            "one JSON object keyed by the section's dotted path, e.g. "
                             "'{\"fmri.all_for_one.afo\": {\"neck\": \"topy\", \"random\": {\"n_parts\": 3, "
                             "\"seeds\": [0]}}}'")
         p.add_argument("--responses", type=Path, nargs="+", required=True, help="one responses.h5 per subject")

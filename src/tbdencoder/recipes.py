@@ -53,6 +53,21 @@ def schemes(recipe: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+def job_settings(recipe: dict[str, Any], scheme: str | None = None) -> dict[str, Any]:
+    """The part of a recipe one job reads, itself a recipe (so that a job reruns only when its part changes):
+    a scheme's groups, members and soup read the neck, the first whole-brain seed (clusters read its soup) and
+    their own section (a random scheme: its own seed); the teacher (scheme None) every scheme-making key."""
+    out = {"neck": recipe["neck"], "whole_brain_seeds": recipe["whole_brain_seeds"][:1]}
+    if scheme is None:
+        return {**out, **{key: recipe[key] for key in ("whole_brain_seeds", "rois", "clusters", "random")
+                          if key in recipe}}
+    if scheme.startswith("whole-s"):
+        return {**out, "whole_brain_seeds": [int(scheme.removeprefix("whole-s"))]}
+    if scheme.startswith("random-s"):
+        return {**out, "random": {"n_parts": recipe["random"]["n_parts"], "seeds": [int(scheme.removeprefix("random-s"))]}}
+    return {**out, scheme: recipe[scheme]}
+
+
 def scheme_seed(recipe: dict[str, Any], scheme: str) -> int:
     """The training seed of a scheme's small models: a whole-brain or random scheme's own, else the recipe's."""
     return int(scheme.rsplit("-s", 1)[1]) if scheme.startswith(("whole-s", "random-s")) else int(recipe["seed"])

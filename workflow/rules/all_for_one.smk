@@ -23,8 +23,16 @@ def recipe_neck_fits(wildcards):
                   neck=RECIPES[wildcards.recipe]["neck"])
 
 
-def recipe_settings(wildcards):
-    return settings(f"fmri.all_for_one.{wildcards.recipe}")
+def recipe_settings(wildcards, student=False):
+    """The part of the recipe the job reads (recipes.job_settings), as its one --settings JSON argument: adding a
+    partition seed changes no other scheme's jobs."""
+    import json
+    import shlex
+
+    recipe = RECIPES[wildcards.recipe]
+    scheme = f"whole-s{recipe['whole_brain_seeds'][0]}" if student else wildcards.get("scheme")
+    part = recipe_job_settings(recipe, scheme)
+    return shlex.quote(json.dumps({f"fmri.all_for_one.{wildcards.recipe}": part}, sort_keys=True))
 
 
 def recipe_spec(wildcards, role):
@@ -56,7 +64,7 @@ rule afo_groups:
     wildcard_constraints:
         scheme=r"rois|clusters|random-s\d+",
     params:
-        settings=recipe_settings,
+        settings=lambda wc: recipe_settings(wc),
         whole_soup=lambda wc, input: f"--whole-soup {input.whole_soup}" if input.whole_soup else "",
     log:
         "logs/all_for_one/{recipe}_{hemi}_groups_{scheme}.log",
@@ -77,7 +85,7 @@ rule afo_member:
     output:
         AFO + "/members/{scheme}/{group}.h5",
     params:
-        settings=recipe_settings,
+        settings=lambda wc: recipe_settings(wc),
         spec=lambda wc: recipe_spec(wc, "member"),
         groups=lambda wc, input: f"--groups {input.groups}" if input.groups else "",
     log:
@@ -104,7 +112,7 @@ rule afo_soup:
     output:
         AFO + "/soups/{scheme}.h5",
     params:
-        settings=recipe_settings,
+        settings=lambda wc: recipe_settings(wc),
         spec=lambda wc: recipe_spec(wc, "member"),
     log:
         "logs/all_for_one/{recipe}_{hemi}_soup_{scheme}.log",
@@ -130,7 +138,7 @@ rule afo_teacher:
         teacher_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_teacher.h5", subject=SUBJECTS),
         whole_fits=expand("results/fits/{subject}/{{hemi}}/{{recipe}}_whole.h5", subject=SUBJECTS),
     params:
-        settings=recipe_settings,
+        settings=lambda wc: recipe_settings(wc),
         spec=lambda wc: recipe_spec(wc, "whole"),
     log:
         "logs/all_for_one/{recipe}_{hemi}_teacher.log",
@@ -152,7 +160,7 @@ rule afo_student:
     output:
         expand("results/fits/{subject}/{{hemi}}/{{recipe}}_student.h5", subject=SUBJECTS),
     params:
-        settings=recipe_settings,
+        settings=lambda wc: recipe_settings(wc, student=True),
         spec=lambda wc: recipe_spec(wc, "student"),
     log:
         "logs/all_for_one/{recipe}_{hemi}_student.log",

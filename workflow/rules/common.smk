@@ -1,6 +1,7 @@
 # Shared names and input functions.
 from tbdencoder.config import joint_models, setting, simulation
-from tbdencoder.recipes import evaluated_models, model_spec as recipe_model_spec, recipes, schemes as recipe_schemes
+from tbdencoder.recipes import (evaluated_models, job_settings as recipe_job_settings, model_spec as recipe_model_spec,
+                                recipes, schemes as recipe_schemes)
 from tbdencoder.data.avs import subject_label
 
 # Each half is optional: a params file without `fmri` runs the MEG

@@ -94,7 +94,8 @@ def evaluate_subject(
             r, score = fit.r, fit.score
             noise_ceiling = read_noise_ceiling(responses_path, hemi)
             rois = read_rois(responses_path, hemi)
-            entry[hemi] = _summary(r, score, noise_ceiling)
+            entry[hemi] = {**_summary(r, score, noise_ceiling), "fit_seconds": fit.fit_seconds,
+                           "n_parameters": fit.n_parameters}
             if fit.selection is not None:
                 entry[hemi]["hierarchy"] = _hierarchy(fit.selection["layer_weights"], rois)
             if fit.block_weight is not None:

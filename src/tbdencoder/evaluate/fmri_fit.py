@@ -32,6 +32,20 @@ class FmriFit:
     training_curves: dict[int, TrainingCurve] = field(default_factory=dict)  # gradient-trained families
     submission_prediction: np.ndarray | None = None  # (images, vertices), read for the submission model only
     selection: dict[str, np.ndarray] | None = None  # FactorTopy: per-vertex space_x, space_y, layer_weights, scale
+    fit_seconds: float | None = None  # the fit's time (a model of several subjects: all of theirs)
+    n_parameters: int | None = None  # what the fit learnt (LINEAR families: coefficients and intercepts)
+
+
+LINEAR = ("ridge", "roi_ridge", "banded_ridge")  # fits keep penalties, not coefficients: counted from the shapes
+
+
+def _n_parameters(h5: h5py.File, n_targets: int) -> int | None:
+    """The fit's `n_parameters` attr, or a linear family's coefficients and intercepts; None when unknown."""
+    if "n_parameters" in h5.attrs:
+        return int(h5.attrs["n_parameters"])
+    if h5.attrs.get("family") in LINEAR and "block_sizes" in h5:
+        return int((int(h5["block_sizes"][:].sum()) + 1) * n_targets)
+    return None
 
 
 def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model: str | None = None) -> FmriFit:
@@ -46,12 +60,15 @@ def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model:
         training_curves = read_training_curves(h5)
         submission = h5["submission_prediction"][:] if model == submission_model else None
         selection = ({key: h5[key][:] for key in SELECTION} if all(key in h5 for key in SELECTION) else None)
+        fit_seconds = float(h5.attrs["fit_seconds"]) if "fit_seconds" in h5.attrs else None
+        n_parameters = _n_parameters(h5, prediction.shape[1])
     r = pearson_r(prediction, read_targets(responses_path, hemi, "test"))
     noise_ceiling = read_noise_ceiling(responses_path, hemi)
     return FmriFit(path=path, model=model, hemisphere=hemi, random_init_features=random_init, r=r,
                    score=None if noise_ceiling is None else challenge_score(r, noise_ceiling),
                    block_weight=block_weight, block_names=block_names, training_curves=training_curves,
-                   submission_prediction=submission, selection=selection)
+                   submission_prediction=submission, selection=selection, fit_seconds=fit_seconds,
+                   n_parameters=n_parameters)
 
 
 def score_fit(responses_path: str | Path, fit_path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray | None]:
