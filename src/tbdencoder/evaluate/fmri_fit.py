@@ -40,11 +40,19 @@ LINEAR = ("ridge", "roi_ridge", "banded_ridge")  # fits keep penalties, not coef
 
 
 def _n_parameters(h5: h5py.File, n_targets: int) -> int | None:
-    """The fit's `n_parameters` attr, or a linear family's coefficients and intercepts; None when unknown."""
+    """The fit's `n_parameters` attr; a linear family's coefficients and intercepts; a FactorTopy-style fit's
+    per-vertex readout, bias and scale with its stored network weights (alignment, selectors; the standardisation
+    buffers left out); None when unknown. A model of several subjects counts its shared weights in each file."""
     if "n_parameters" in h5.attrs:
         return int(h5.attrs["n_parameters"])
     if h5.attrs.get("family") in LINEAR and "block_sizes" in h5:
         return int((int(h5["block_sizes"][:].sum()) + 1) * n_targets)
+    if "readout_weight" in h5 and "folds/0/weights" in h5:
+        weights = []
+        h5["folds/0/weights"].visititems(lambda name, item: weights.append(item.size) if isinstance(item, h5py.Dataset)
+                                         and "_mean_" not in name and "_scale_" not in name else None)
+        per_vertex = h5["readout_weight"].size + h5["readout_bias"].size + (h5["scale"].size if "scale" in h5 else 0)
+        return int(per_vertex + sum(weights))
     return None
 
 
@@ -59,7 +67,9 @@ def read_fit(fit_path: str | Path, responses_path: str | Path, submission_model:
         block_names = list(h5["feature_blocks"].asstr()[:]) if block_weight is not None else None
         training_curves = read_training_curves(h5)
         submission = h5["submission_prediction"][:] if model == submission_model else None
-        selection = ({key: h5[key][:] for key in SELECTION} if all(key in h5 for key in SELECTION) else None)
+        learnt = h5.attrs.get("family") == "factortopy"  # neck_readout fits keep a neck's selections, frozen
+        selection = ({key: h5[key][:] for key in SELECTION} if learnt and all(key in h5 for key in SELECTION)
+                     else None)
         fit_seconds = float(h5.attrs["fit_seconds"]) if "fit_seconds" in h5.attrs else None
         n_parameters = _n_parameters(h5, prediction.shape[1])
     r = pearson_r(prediction, read_targets(responses_path, hemi, "test"))
