@@ -64,7 +64,7 @@ def step_seconds(X, neck: Path, shape: dict, vertices: np.ndarray, batches: int,
 
     rng = np.random.default_rng(1)
     Y = rng.standard_normal((shape["images"], len(vertices)), dtype=np.float32)
-    model = NeckReadout(neck="neck", max_epochs=1, patience=1, in_memory_gb=0.0, device="auto",
+    model = NeckReadout(neck="neck", max_epochs=1, patience=1, in_memory_gb=0.0, device="auto", validation_fraction=0.01,
                         from_fits={"neck": [str(neck)]})
     with TrainingClock(sampler, max_batches=batches) as clock:
         model.fit(X, {"s": Y}, subjects=np.full(shape["images"], "s"),

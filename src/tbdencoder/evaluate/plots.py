@@ -44,7 +44,8 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
         width = 0.8 / len(models)
         for i, model in enumerate(models):
             values = [metrics["models"][model][hemi]["roi"][c][roi][key] for c, roi in rois]
-            ax.bar(x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in values], width, label=model)
+            ax.bar(x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in values], width,
+                   label=_cost_label(model, metrics["models"][model]))
         ax.set_xticks(x, [roi for _, roi in rois], rotation=45, ha="right")
         ax.set_ylabel(label)
         ax.set_title(f"{metrics['subject']} {hemi} ({metrics['eval_split']} split)")
@@ -55,6 +56,17 @@ def plot_roi_bars(metrics: dict, roi_classes: list[str], out_path: str | Path) -
         suptitle(fig, title)
     fig.tight_layout()
     save_figure(fig, out_path, title)
+
+
+def _cost_label(model: str, entry: dict) -> str:
+    """`model (fit 12 s, 0.46 M parameters)` from a model's hemispheres (fit time summed, parameters of the
+    largest), with what is known of either."""
+    hemis = [value for key, value in entry.items() if key in ("lh", "rh")]
+    seconds = [h.get("fit_seconds") for h in hemis if h.get("fit_seconds") is not None]
+    counts = [h.get("n_parameters") for h in hemis if h.get("n_parameters") is not None]
+    parts = ([f"fit {sum(seconds):.0f} s"] if seconds else []) + ([f"{max(counts) / 1e6:.2f} M parameters"]
+                                                                  if counts else [])
+    return f"{model} ({', '.join(parts)})" if parts else model
 
 
 def save_figure(fig, out_path: str | Path, title: str) -> None:
