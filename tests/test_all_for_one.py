@@ -90,6 +90,14 @@ def run_recipe(root, *, streams_differ, recipe=RECIPE, n_images=200, n_test=60, 
     if student:
         fit_student("afo", model_spec(params(recipe), "afo", "student"), features, responses, "lh", necks, teacher,
                     outs["student"], device="cpu")
+    from tbdencoder.fit.fmri import load_fitted
+
+    with pytest.raises(ValueError, match="an All-for-One teacher keeps its predictions, not a model to reload"):
+        load_fitted(outs["teacher"][0])
+    with h5py.File(outs["whole"][0]) as h5, h5py.File(responses[0]) as resp:  # the whole-brain model reloads
+        ids, stored = list(resp["test_stimulus_id"].asstr()[:]), h5["test_prediction"][:]
+    np.testing.assert_allclose(load_fitted(outs["whole"][0], device="cpu").predict(features[0], ids), stored,
+                               rtol=1e-4, atol=1e-4 * np.abs(stored).max())
     scores = {}
     for kind, paths in outs.items():
         if kind == "student" and not student:

@@ -206,6 +206,9 @@ def load_fitted(fit_path: str | Path, features_path: str | Path | list[str | Pat
     with open_fit(fit_path) as h5:
         attrs = dict(h5.attrs)
         spec = json.loads(attrs["spec"])
+        if spec["family"] == "all_for_one_teacher":
+            raise ValueError(f"{fit_path}: an All-for-One teacher keeps its predictions, not a model to reload; "
+                             f"predict new images with its student ({attrs['recipe']}_student) or its soups' members")
         state = {key: h5[key][:] for key in h5 if key not in ("test_prediction", "submission_prediction",
                                                                 "feature_blocks", "block_sizes", "folds")}
         state.update(read_artifacts(h5))
