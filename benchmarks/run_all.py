@@ -15,7 +15,7 @@ from pathlib import Path
 
 BENCHMARKS = ["bench_features.py", "bench_ridge.py", "bench_ridge_scale.py", "bench_fit_size.py", "bench_banded_ridge.py",
               "bench_cache_verify.py", "bench_subject_adapters.py", "bench_clip_alignment.py",
-              "bench_factortopy.py"]
+              "bench_factortopy.py", "bench_all_for_one.py"]
 
 
 def main() -> int:
